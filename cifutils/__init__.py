@@ -1,3 +1,35 @@
-"""cifutils: variational inference with continuously-indexed normalizing flows."""
+"""cifutils: variational inference with continuously-indexed normalizing flows.
+
+The modules, one concept each:
+
+* :mod:`cifutils.flows` -- rational-quadratic spline flows (nflows);
+* :mod:`cifutils.cif` -- CIF layers ``z = G(w; u)`` and their ``q(u | w)``, ``r(u | z)``;
+* :mod:`cifutils.families` -- Gaussian, NSF and CIF-NSF variational families;
+* :mod:`cifutils.objectives` -- ELBO, auxiliary ELBO, importance-weighted bounds;
+* :mod:`cifutils.targets` -- 2-D targets with known normalizing constants;
+* :mod:`cifutils.training` -- seeding, devices, the fit loop, checkpoints;
+* :mod:`cifutils.budgets` -- the ``smoke`` / ``book`` / ``paper`` budgets.
+"""
+
+from .budgets import Budget, get_budget
+from .families import VariationalFlow, make_family
+from .objectives import auxiliary_elbo, elbo, iw_bound
+from .targets import get_target
+from .training import fit, fit_vi, get_device, seed_everything
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Budget",
+    "get_budget",
+    "VariationalFlow",
+    "make_family",
+    "elbo",
+    "auxiliary_elbo",
+    "iw_bound",
+    "get_target",
+    "fit",
+    "fit_vi",
+    "get_device",
+    "seed_everything",
+]

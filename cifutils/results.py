@@ -1,0 +1,108 @@
+"""Saved results: provenance, atomic JSON files, and loading them back.
+
+Every number the book shows comes from a JSON file under ``results/`` written by the
+experiment command line, with the provenance needed to reproduce it: git commit, budget,
+full configuration, seed, device, versions, wall time and date.
+
+A notebook opened on Colab has no ``results/`` folder: :func:`load_result` then fetches the
+committed file from the repository (:data:`REPOSITORY_RAW`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "REPOSITORY",
+    "REPOSITORY_RAW",
+    "results_dir",
+    "git_commit",
+    "provenance",
+    "write_json",
+    "load_result",
+]
+
+#: The project's repository. Mirrors ``repository.url`` in ``_config.yml`` (a test checks).
+REPOSITORY = "https://github.com/cif-vi-book/cif-vi-book"
+#: Where committed files are served raw, for notebooks running outside a checkout.
+REPOSITORY_RAW = "https://raw.githubusercontent.com/cif-vi-book/cif-vi-book/main"
+
+
+def results_dir() -> Path:
+    """``$CIFUTILS_RESULTS`` or the ``results/`` folder of this checkout."""
+    env = os.environ.get("CIFUTILS_RESULTS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "results"
+
+
+def git_commit() -> str:
+    """The commit of this checkout (with ``-dirty`` when it has uncommitted changes), or
+    ``"unknown"`` outside a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def provenance(config: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """A provenance record: ``config`` plus commit, device, versions, host and date."""
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    return {
+        "config": dict(config),
+        "git_commit": git_commit(),
+        "device": str(device),
+        "device_name": name or platform.machine(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "num_threads": torch.get_num_threads(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_result(relative: str, fetch: bool = True) -> Any | None:
+    """Load ``results/<relative>`` (a JSON file) from this checkout; when it is absent and
+    ``fetch`` is True, try the committed copy in the repository. Returns None when neither
+    exists (the notebooks then say so instead of showing numbers)."""
+    local = results_dir() / relative
+    if local.exists():
+        return json.loads(local.read_text())
+    if not fetch:
+        return None
+    try:
+        with urllib.request.urlopen(f"{REPOSITORY_RAW}/results/{relative}", timeout=10) as resp:
+            return json.loads(resp.read().decode())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,251 @@
+"""Training utilities: seeding, device choice, a guarded fit loop, checkpoints.
+
+:func:`fit` runs Adam with gradient-norm clipping on any ``loss_fn(step)``. It refuses to
+continue from a non-finite loss or gradient: it raises :class:`NonFiniteError` naming the
+step *before* the optimizer touches the weights, so a model never carries NaN parameters.
+:func:`fit_vi` is the reverse-KL special case used throughout the book.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .objectives import elbo, log_weights, mean_and_stderr
+
+__all__ = [
+    "NonFiniteError",
+    "History",
+    "seed_everything",
+    "get_device",
+    "progress_enabled",
+    "fit",
+    "fit_vi",
+    "estimate_elbo",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+#: Environment variables read here.
+DEVICE_ENV = "CIFUTILS_DEVICE"
+PROGRESS_ENV = "CIFUTILS_PROGRESS"
+
+
+class NonFiniteError(ValueError):
+    """A loss or gradient became NaN or infinite; the message names the step."""
+
+
+@dataclass
+class History:
+    """The record of a :func:`fit` run.
+
+    Attributes:
+        steps: step indices at which ``loss`` was recorded.
+        loss: the loss at those steps.
+        metrics: other scalars returned by ``loss_fn``, by name, aligned with ``steps``.
+        seconds: wall-clock time spent inside :func:`fit` (summed over resumed calls).
+    """
+
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "loss": self.loss, "metrics": self.metrics, "seconds": self.seconds}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> "History":
+        return cls(
+            list(state["steps"]), list(state["loss"]), dict(state["metrics"]), state["seconds"]
+        )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (all devices)."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The device to compute on: ``prefer``, else ``$CIFUTILS_DEVICE``, else CUDA when
+    available, else CPU."""
+    choice = prefer or os.environ.get(DEVICE_ENV)
+    if choice:
+        device = torch.device(choice)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {choice!r} was requested but CUDA is not available")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def progress_enabled() -> bool:
+    """Whether progress bars are shown: ``$CIFUTILS_PROGRESS`` (default on); ``make execute``
+    turns them off so that the rendered book carries no progress-bar text."""
+    return os.environ.get(PROGRESS_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def fit(
+    module: nn.Module,
+    loss_fn: Callable[[int], Tensor | tuple[Tensor, dict[str, float]]],
+    steps: int,
+    lr: float = 1e-3,
+    clip: float | None = 5.0,
+    optimizer: torch.optim.Optimizer | None = None,
+    start_step: int = 0,
+    history: History | None = None,
+    record_every: int = 1,
+    progress: bool | None = None,
+    desc: str | None = None,
+    callback: Callable[[int, History], None] | None = None,
+) -> History:
+    """Minimize ``loss_fn`` over ``module``'s parameters with Adam and gradient clipping.
+
+    Each step ``i`` in ``[start_step, steps)``: ``loss = loss_fn(i)`` (a scalar, or a scalar
+    and a dict of metrics), backpropagate, clip the global gradient norm to ``clip``, step.
+
+    Args:
+        module: owner of the parameters (used to build Adam if ``optimizer`` is None).
+        loss_fn: ``step -> loss`` or ``step -> (loss, metrics)``.
+        steps: the step index to stop at (total steps, including earlier resumed ones).
+        lr: Adam learning rate.
+        clip: maximum gradient norm, or None for no clipping.
+        optimizer: an existing optimizer (e.g. restored from a checkpoint).
+        start_step: first step index, for resuming.
+        history: a :class:`History` to extend, for resuming.
+        record_every: record the loss every this many steps.
+        progress: show a tqdm bar; default :func:`progress_enabled`.
+        desc: label of the progress bar.
+        callback: called as ``callback(step, history)`` after every step (e.g. to checkpoint).
+
+    Returns:
+        The :class:`History`.
+
+    Raises:
+        NonFiniteError: the loss or the gradient norm is not finite at some step; the
+            parameters are left as they were before that step.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    if lr <= 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    if clip is not None and clip <= 0:
+        raise ValueError(f"clip must be positive or None, got {clip!r}")
+    params = [p for p in module.parameters() if p.requires_grad]
+    if optimizer is None:
+        optimizer = torch.optim.Adam(params, lr=lr)
+    history = history if history is not None else History()
+    show = progress_enabled() if progress is None else progress
+    bar = tqdm(range(start_step, steps), desc=desc, disable=not show, leave=False, mininterval=0.5)
+    t0 = time.perf_counter()
+    try:
+        for step in bar:
+            try:
+                out = loss_fn(step)
+            except ValueError as err:
+                err.add_note(f"raised by loss_fn at step {step}")
+                raise
+            loss, metrics = out if isinstance(out, tuple) else (out, {})
+            if not torch.isfinite(loss):
+                raise NonFiniteError(f"step {step}: the loss is {loss.item()}; training stopped")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip is not None:
+                norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            else:
+                grads = [p.grad.pow(2).sum() for p in params if p.grad is not None]
+                norm = torch.stack(grads).sum().sqrt() if grads else torch.zeros(())
+            if not torch.isfinite(norm):
+                raise NonFiniteError(
+                    f"step {step}: the gradient norm is {norm.item()}; training stopped "
+                    "before the update, so the parameters are unchanged"
+                )
+            optimizer.step()
+            if step % record_every == 0 or step == steps - 1:
+                history.steps.append(step)
+                history.loss.append(loss.item())
+                for key, value in metrics.items():
+                    history.metrics.setdefault(key, []).append(float(value))
+                if show:
+                    bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            if callback is not None:
+                callback(step, history)
+    finally:
+        bar.close()
+        history.seconds += time.perf_counter() - t0
+    return history
+
+
+def fit_vi(
+    family: nn.Module,
+    log_p: Callable[[Tensor], Tensor],
+    steps: int,
+    num_samples: int = 256,
+    lr: float = 1e-3,
+    clip: float | None = 5.0,
+    **kwargs: Any,
+) -> History:
+    """Fit a variational family to an unnormalized ``log_p`` by maximizing the (auxiliary)
+    ELBO ``E_q[log p(z) - log q(z)]`` with ``num_samples`` reparameterized samples per step.
+
+    ``kwargs`` go to :func:`fit`. The history records the loss ``-ELBO``.
+    """
+
+    def loss_fn(step: int) -> Tensor:
+        z, log_q = family.sample_and_log_prob(num_samples)
+        return -elbo(log_p(z), log_q)
+
+    return fit(family, loss_fn, steps, lr=lr, clip=clip, **kwargs)
+
+
+@torch.no_grad()
+def estimate_elbo(
+    family: nn.Module,
+    log_p: Callable[[Tensor], Tensor],
+    num_samples: int = 10_000,
+    chunk_size: int = 10_000,
+) -> tuple[float, float]:
+    """The (auxiliary) ELBO of ``family`` for ``log_p`` by Monte Carlo, with its standard
+    error: ``(mean, stderr)`` of ``log p(z) - log q(z)`` over ``num_samples`` draws."""
+    parts = []
+    left = num_samples
+    while left > 0:
+        k = min(chunk_size, left)
+        z, log_q = family.sample_and_log_prob(k)
+        parts.append(log_weights(log_p(z), log_q))
+        left -= k
+    return mean_and_stderr(torch.cat(parts))
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` with :func:`torch.save` atomically: to a temporary file in the same
+    folder, then renamed over ``path``, so an interrupted write never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint`."""
+    return torch.load(path, map_location=map_location, weights_only=False)
