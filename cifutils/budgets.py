@@ -29,6 +29,8 @@ class Budget:
         name: ``"smoke"``, ``"book"`` or ``"paper"``.
         vi_steps: optimizer steps of the small 2-D fits in the theory chapters.
         vi_batch: samples of ``q`` per step in those fits.
+        vi_gauss_steps: Adam steps of the cheap Gaussian fits of chapter 1 (about a
+            millisecond each on a CPU, so the smoke budget can afford converged fits).
         eval_samples: samples used for reported Monte Carlo estimates in the chapters.
         mog_steps: Adam steps per run of the Gaussian-mixture experiment (paper: 20,000).
         mog_batch: samples of ``q`` per step there (paper: 1,000).
@@ -40,6 +42,7 @@ class Budget:
         vae_patience: early-stopping patience in epochs (paper: 50).
         vae_train_limit: images of each split used (None: all of them).
         vae_test_k: importance samples per test image for the test log-likelihood (paper: 100).
+        vae_test_limit: test images evaluated (None: all 10,000).
     """
 
     name: str
@@ -56,6 +59,8 @@ class Budget:
     vae_patience: int
     vae_train_limit: int | None
     vae_test_k: int
+    vi_gauss_steps: int = 500
+    vae_test_limit: int | None = None
 
 
 _SMOKE = Budget(
@@ -73,6 +78,7 @@ _SMOKE = Budget(
     vae_patience=1,
     vae_train_limit=500,
     vae_test_k=10,
+    vae_test_limit=100,
 )
 
 #: All budgets by name.
@@ -82,11 +88,12 @@ BUDGETS: dict[str, Budget] = {
         _SMOKE,
         name="book",
         vi_steps=1_500,
+        vi_gauss_steps=2_000,
         vi_batch=256,
         eval_samples=10_000,
         mog_steps=2_000,
         mog_batch=500,
-        mog_seeds=1,
+        mog_seeds=3,
         mog_eval_samples=10_000,
         mog_estimator_reps=5,
         mog_estimator_max_n=1_000,
@@ -94,11 +101,13 @@ BUDGETS: dict[str, Budget] = {
         vae_patience=3,
         vae_train_limit=10_000,
         vae_test_k=100,
+        vae_test_limit=1_000,
     ),
     "paper": replace(
         _SMOKE,
         name="paper",
         vi_steps=10_000,
+        vi_gauss_steps=5_000,
         vi_batch=1_000,
         eval_samples=100_000,
         mog_steps=20_000,
@@ -111,6 +120,7 @@ BUDGETS: dict[str, Budget] = {
         vae_patience=50,
         vae_train_limit=None,
         vae_test_k=100,
+        vae_test_limit=None,
     ),
 }
 

@@ -25,8 +25,8 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from nflows.transforms.base import Transform
@@ -240,7 +240,10 @@ class CIFLayer(nn.Module):
     """
 
     def __init__(
-        self, transform: Transform, q_u: ConditionalDiagonalGaussian, r_u: ConditionalDiagonalGaussian
+        self,
+        transform: Transform,
+        q_u: ConditionalDiagonalGaussian,
+        r_u: ConditionalDiagonalGaussian,
     ) -> None:
         super().__init__()
         if q_u.dim != r_u.dim:
@@ -299,7 +302,9 @@ def cif_layer(
     st_net = MLP(dim_u, 2 * dim, hidden, activation=activation)
     q_net = MLP(dim, 2 * dim_u, hidden, activation=activation)
     if r_net is None:
-        r_net = MLP(dim, 2 * dim_u, hidden, context_features=context_features, activation=activation)
+        r_net = MLP(
+            dim, 2 * dim_u, hidden, context_features=context_features, activation=activation
+        )
     return CIFLayer(
         IndexedTransform(flow, st_net),
         ConditionalDiagonalGaussian(q_net, dim_u),

@@ -28,8 +28,8 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from nflows.transforms.base import Transform

@@ -18,13 +18,13 @@ References:
 from __future__ import annotations
 
 import torch
+from nflows.nn.nets import ResidualNet
 from nflows.transforms.autoregressive import (
     MaskedPiecewiseRationalQuadraticAutoregressiveTransform,
 )
 from nflows.transforms.base import CompositeTransform, Transform
 from nflows.transforms.coupling import PiecewiseRationalQuadraticCouplingTransform
 from nflows.transforms.permutations import RandomPermutation, ReversePermutation
-from nflows.nn.nets import ResidualNet
 from torch.nn import functional as F
 
 __all__ = [

@@ -19,7 +19,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -129,7 +129,9 @@ def iw_bound_chunked(
         The bound, of the shape ``(...)`` that ``sample_log_weights`` gives.
     """
     if num_samples < 1 or chunk_size < 1:
-        raise ValueError(f"num_samples and chunk_size must be >= 1, got {num_samples}, {chunk_size}")
+        raise ValueError(
+            f"num_samples and chunk_size must be >= 1, got {num_samples}, {chunk_size}"
+        )
 
     def chunks() -> Iterable[Tensor]:
         left = num_samples

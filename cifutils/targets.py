@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -148,16 +148,18 @@ class Ring(Target):
         self.width = _check_positive("width", width)
         r, s = self.radius, self.width
         phi = 0.5 * (1 + math.erf(r / (s * math.sqrt(2))))
-        z = 2 * math.pi * (s**2 * math.exp(-(r**2) / (2 * s**2)) + r * s * math.sqrt(2 * math.pi) * phi)
+        z = (
+            2
+            * math.pi
+            * (s**2 * math.exp(-(r**2) / (2 * s**2)) + r * s * math.sqrt(2 * math.pi) * phi)
+        )
         self.log_normalizer = math.log(z)
 
     def _log_prob(self, z: Tensor) -> Tensor:
         return -0.5 * ((z.norm(dim=1) - self.radius) / self.width).pow(2)
 
 
-def quadrature_log_normalizer(
-    target: Target, bound: float = 6.0, n: int = 1201
-) -> float:
+def quadrature_log_normalizer(target: Target, bound: float = 6.0, n: int = 1201) -> float:
     """``log Z`` by the trapezoid rule on an ``n x n`` grid over ``[-bound, bound]^2``
     (float64). Accurate when the target's mass lies well inside the box."""
     x = torch.linspace(-bound, bound, n, dtype=torch.float64)

@@ -12,9 +12,10 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,10 +62,15 @@ class History:
     seconds: float = 0.0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "loss": self.loss, "metrics": self.metrics, "seconds": self.seconds}
+        return {
+            "steps": self.steps,
+            "loss": self.loss,
+            "metrics": self.metrics,
+            "seconds": self.seconds,
+        }
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> "History":
+    def from_state_dict(cls, state: dict[str, Any]) -> History:
         return cls(
             list(state["steps"]), list(state["loss"]), dict(state["metrics"]), state["seconds"]
         )
@@ -137,8 +143,6 @@ def fit(
         NonFiniteError: the loss or the gradient norm is not finite at some step; the
             parameters are left as they were before that step.
     """
-    from tqdm.auto import tqdm
-
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     if lr <= 0:
@@ -150,6 +154,12 @@ def fit(
         optimizer = torch.optim.Adam(params, lr=lr)
     history = history if history is not None else History()
     show = progress_enabled() if progress is None else progress
+    # tqdm.auto warns (with a machine path) in kernels without ipywidgets even when the bar
+    # is disabled; the plain bar is imported when nothing is shown.
+    if show:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
     bar = tqdm(range(start_step, steps), desc=desc, disable=not show, leave=False, mininterval=0.5)
     t0 = time.perf_counter()
     try:

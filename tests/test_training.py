@@ -7,7 +7,6 @@ import torch
 
 from cifutils.budgets import BUDGETS, get_budget
 from cifutils.families import make_family
-from cifutils.targets import get_target
 from cifutils.training import NonFiniteError, fit, fit_vi, get_device, seed_everything
 
 
@@ -71,7 +70,9 @@ def test_fit_converges_on_a_gaussian_target():
         return -0.5 * ((z - torch.tensor([1.0, -2.0])) / torch.tensor([0.5, 2.0])).pow(2).sum(1)
 
     fit_vi(family, log_p, steps=800, num_samples=128, lr=2e-2, progress=False)
-    torch.testing.assert_close(family.base.loc.detach(), torch.tensor([1.0, -2.0]), atol=0.1, rtol=0)
+    torch.testing.assert_close(
+        family.base.loc.detach(), torch.tensor([1.0, -2.0]), atol=0.1, rtol=0
+    )
     torch.testing.assert_close(
         family.base.log_scale.detach().exp(), torch.tensor([0.5, 2.0]), atol=0.1, rtol=0
     )

@@ -34,14 +34,20 @@ def _fixed_cif_layer(dim: int):
 
 #: name -> (dimension, builder)
 TRANSFORMS = {
-    "autoregressive-spline": (3, lambda: rq_autoregressive_step(3, hidden=8, bins=5, tail_bound=2.5)),
+    "autoregressive-spline": (
+        3,
+        lambda: rq_autoregressive_step(3, hidden=8, bins=5, tail_bound=2.5),
+    ),
     "autoregressive-spline-1d": (1, lambda: rq_autoregressive_step(1, hidden=8, bins=4)),
     "coupling-spline": (4, lambda: rq_coupling_step(4, hidden=8, bins=5, tail_bound=2.5, parity=1)),
     "reverse-permutation": (4, lambda: permutation(4)),
     "random-permutation": (4, lambda: permutation(4, "random")),
     "lower-triangular-affine": (3, lambda: LowerTriangularAffine(3)),
     "spline-flow": (3, lambda: compose(spline_flow(3, layers=3, hidden=8, bins=4))),
-    "coupling-flow": (2, lambda: compose(spline_flow(2, layers=2, hidden=8, bins=4, kind="coupling"))),
+    "coupling-flow": (
+        2,
+        lambda: compose(spline_flow(2, layers=2, hidden=8, bins=4, kind="coupling")),
+    ),
     "cif-layer-at-fixed-u": (3, lambda: _fixed_cif_layer(3)),
 }
 

@@ -1,0 +1,653 @@
+"""Plot helpers shared by the book's chapters (matplotlib and seaborn).
+
+Every function draws on an ``ax`` it is given (or a new one) and returns it, so chapters can
+lay out their own figures. Each chapter's helpers live in a section of their own below;
+append new helpers at the end, in a section headed with your chapter(s).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "grid_points",
+    "evaluate_on_grid",
+    "plot_density",
+    "plot_samples",
+    "plot_history",
+    "rq_spline_knots",
+    "plot_rq_spline",
+]
+
+Bounds = tuple[float, float, float, float]
+
+
+def _ax(ax):
+    return ax if ax is not None else plt.gca()
+
+
+# --- chapters 1-2 (variational inference, normalizing flows) ---------------------------------
+
+
+def grid_points(
+    bounds: Bounds = (-4.0, 4.0, -4.0, 4.0), n: int = 200, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor, Tensor]:
+    """An ``n x n`` grid over ``(xmin, xmax, ymin, ymax)``: ``(xs, ys, points)`` with
+    ``xs`` ``(n,)``, ``ys`` ``(n,)`` and ``points`` ``(n * n, 2)`` of ``dtype``, row-major in
+    ``y`` (``points.reshape(n, n, 2)[i, j] = (xs[j], ys[i])``)."""
+    xmin, xmax, ymin, ymax = bounds
+    if not (xmax > xmin and ymax > ymin):
+        raise ValueError(f"bounds must be (xmin, xmax, ymin, ymax) with min < max, got {bounds}")
+    if n < 2:
+        raise ValueError(f"n must be at least 2, got {n}")
+    xs = torch.linspace(xmin, xmax, n, dtype=dtype)
+    ys = torch.linspace(ymin, ymax, n, dtype=dtype)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return xs, ys, torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
+
+
+@torch.no_grad()
+def evaluate_on_grid(
+    log_prob: Callable[[Tensor], Tensor],
+    bounds: Bounds = (-4.0, 4.0, -4.0, 4.0),
+    n: int = 200,
+    chunk_size: int = 20_000,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``log_prob`` (``(m, 2) -> (m,)``) on the :func:`grid_points` grid, in chunks:
+    ``(xs, ys, values)`` as NumPy arrays with ``values`` of shape ``(n, n)`` (rows: ``y``).
+    The grid points have ``dtype`` (float64 for a flow evaluated through its inverse); the
+    values keep the dtype ``log_prob`` returns."""
+    xs, ys, pts = grid_points(bounds, n, dtype)
+    values = torch.cat([log_prob(chunk).detach().cpu() for chunk in pts.split(chunk_size)])
+    if values.shape != (pts.shape[0],):
+        raise ValueError(f"log_prob must map (m, 2) to (m,), got {tuple(values.shape)}")
+    return xs.numpy(), ys.numpy(), values.reshape(n, n).numpy()
+
+
+def plot_density(
+    log_prob: Callable[[Tensor], Tensor],
+    ax=None,
+    bounds: Bounds = (-4.0, 4.0, -4.0, 4.0),
+    n: int = 200,
+    kind: str = "heatmap",
+    log: bool = False,
+    levels: int = 8,
+    cmap: str = "viridis",
+    colorbar: bool = False,
+    title: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    **kwargs,
+):
+    """Draw ``exp(log_prob)`` (or ``log_prob`` itself with ``log=True``) on a grid.
+
+    Args:
+        log_prob: ``(m, 2) -> (m,)`` (unnormalized is fine: the picture is the same).
+        kind: ``"heatmap"`` (pcolormesh), ``"contour"`` (line contours) or ``"contourf"``.
+        log: plot the log-density (floored at 12 nats below its maximum) instead.
+        levels: number of contour levels (evenly spaced strictly between the minimum and
+            the maximum for ``"contour"``), or explicit levels (contour kinds only).
+        colorbar: add a colorbar.
+        dtype: dtype of the grid points given to ``log_prob``.
+        kwargs: passed to the matplotlib call.
+
+    Returns:
+        The axes.
+    """
+    if kind not in {"heatmap", "contour", "contourf"}:
+        raise ValueError(f"kind must be 'heatmap', 'contour' or 'contourf', got {kind!r}")
+    ax = _ax(ax)
+    xs, ys, lp = evaluate_on_grid(log_prob, bounds, n, dtype=dtype)
+    finite = np.isfinite(lp)
+    top = lp[finite].max() if finite.any() else 0.0
+    if log:
+        values = np.where(finite, np.maximum(lp, top - 12.0), top - 12.0)
+    else:
+        values = np.where(finite, np.exp(lp - top), 0.0)
+    if kind == "heatmap":
+        mappable = ax.pcolormesh(xs, ys, values, shading="auto", cmap=cmap, **kwargs)
+    elif kind == "contour":
+        if isinstance(levels, int):  # interior levels only: no spurious line at the floor
+            levels = np.linspace(values.min(), values.max(), levels + 2)[1:-1]
+        mappable = ax.contour(xs, ys, values, levels=levels, cmap=cmap, **kwargs)
+    else:
+        mappable = ax.contourf(xs, ys, values, levels=levels, cmap=cmap, **kwargs)
+    if colorbar:
+        label = "log-density (+ const)" if log else "density / max"
+        ax.figure.colorbar(mappable, ax=ax, label=label)
+    ax.set_xlim(bounds[0], bounds[1])
+    ax.set_ylim(bounds[2], bounds[3])
+    ax.set_aspect("equal")
+    ax.set_xlabel("$z_1$")
+    ax.set_ylabel("$z_2$")
+    if title is not None:
+        ax.set_title(title)
+    return ax
+
+
+def plot_samples(
+    z: Tensor | np.ndarray,
+    ax=None,
+    bounds: Bounds | None = (-4.0, 4.0, -4.0, 4.0),
+    kde: bool = True,
+    max_points: int = 2_000,
+    color: str = "C0",
+    title: str | None = None,
+    s: float = 2.0,
+    alpha: float = 0.3,
+    kde_levels: int = 6,
+):
+    """Scatter 2-D samples ``z`` (``(n, 2)``) with an optional seaborn KDE on top.
+
+    At most ``max_points`` points are scattered (the first ones) and used for the KDE, so
+    the figure stays light; points outside ``bounds`` are drawn clipped by the axes limits.
+
+    Returns:
+        The axes.
+    """
+    import seaborn as sns
+
+    arr = z.detach().cpu().numpy() if isinstance(z, Tensor) else np.asarray(z)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"z must have shape (n, 2), got {arr.shape}")
+    arr = arr[:max_points]
+    ax = _ax(ax)
+    ax.scatter(arr[:, 0], arr[:, 1], s=s, alpha=alpha, color=color, linewidths=0)
+    if kde and len(arr) > 2:
+        sns.kdeplot(x=arr[:, 0], y=arr[:, 1], ax=ax, levels=kde_levels, color=color, linewidths=0.8)
+    if bounds is not None:
+        ax.set_xlim(bounds[0], bounds[1])
+        ax.set_ylim(bounds[2], bounds[3])
+        ax.set_aspect("equal")
+    ax.set_xlabel("$z_1$")
+    ax.set_ylabel("$z_2$")
+    if title is not None:
+        ax.set_title(title)
+    return ax
+
+
+def plot_history(
+    history,
+    ax=None,
+    label: str | None = None,
+    negate: bool = True,
+    smooth: int = 1,
+    reference: float | None = None,
+    reference_label: str = r"$\log Z$",
+    ylabel: str = "ELBO",
+    ylim: tuple[float, float] | None = None,
+    **kwargs,
+):
+    """Plot a training curve from a :class:`cifutils.training.History` (or anything with
+    ``steps`` and ``loss`` lists).
+
+    Args:
+        negate: plot ``-loss`` (the ELBO when the loss is ``-ELBO``).
+        smooth: moving-average window in recorded points (1: raw).
+        reference: draw a horizontal dashed line at this value (e.g. ``log Z``).
+        ylim: y-limits, e.g. to cut off the first noisy steps.
+
+    Returns:
+        The axes.
+    """
+    if smooth < 1:
+        raise ValueError(f"smooth must be >= 1, got {smooth}")
+    steps = np.asarray(history.steps, dtype=float)
+    values = np.asarray(history.loss, dtype=float) * (-1.0 if negate else 1.0)
+    if len(values) == 0:
+        raise ValueError("history is empty")
+    if smooth > 1 and len(values) >= smooth:
+        kernel = np.ones(smooth) / smooth
+        values = np.convolve(values, kernel, mode="valid")
+        steps = steps[smooth - 1 :]
+    ax = _ax(ax)
+    ax.plot(steps, values, label=label, **kwargs)
+    if reference is not None:
+        ax.axhline(reference, color="k", ls="--", lw=1, label=reference_label)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    return ax
+
+
+def rq_spline_knots(
+    unnormalized_widths: Tensor,
+    unnormalized_heights: Tensor,
+    unnormalized_derivatives: Tensor,
+    tail_bound: float = 3.0,
+    min_bin_width: float = 1e-3,
+    min_bin_height: float = 1e-3,
+    min_derivative: float = 1e-3,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The knots of an nflows rational-quadratic spline with linear tails.
+
+    Mirrors the parameterization of
+    :func:`nflows.transforms.splines.unconstrained_rational_quadratic_spline`: ``K`` bins
+    from ``K`` widths and heights (softmax), ``K - 1`` interior derivatives (softplus), and
+    derivative 1 at both ends so the spline meets the identity tails smoothly.
+
+    Args:
+        unnormalized_widths, unnormalized_heights: ``(K,)``.
+        unnormalized_derivatives: ``(K - 1,)``.
+
+    Returns:
+        ``(x, y, d)``, each ``(K + 1,)``: knot positions on the input and output axes
+        (both from ``-tail_bound`` to ``tail_bound``) and the derivative at each knot.
+    """
+    uw = torch.as_tensor(unnormalized_widths, dtype=torch.float64)
+    uh = torch.as_tensor(unnormalized_heights, dtype=torch.float64)
+    ud = torch.as_tensor(unnormalized_derivatives, dtype=torch.float64)
+    k = uw.shape[-1]
+    if uw.shape != (k,) or uh.shape != (k,) or ud.shape != (k - 1,):
+        raise ValueError(
+            "expected widths (K,), heights (K,), derivatives (K - 1,); got "
+            f"{tuple(uw.shape)}, {tuple(uh.shape)}, {tuple(ud.shape)}"
+        )
+
+    def edges(u: Tensor, minimum: float) -> Tensor:
+        w = minimum + (1 - minimum * k) * torch.softmax(u, dim=-1)
+        c = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(w, dim=-1)])
+        c = 2 * tail_bound * c - tail_bound
+        c[0], c[-1] = -tail_bound, tail_bound
+        return c
+
+    x = edges(uw, min_bin_width)
+    y = edges(uh, min_bin_height)
+    inner = min_derivative + torch.nn.functional.softplus(ud)
+    one = torch.ones(1, dtype=torch.float64)
+    return x, y, torch.cat([one, inner, one])
+
+
+@torch.no_grad()
+def plot_rq_spline(
+    unnormalized_widths: Tensor,
+    unnormalized_heights: Tensor,
+    unnormalized_derivatives: Tensor,
+    tail_bound: float = 3.0,
+    ax=None,
+    extent: float | None = None,
+    show_bins: bool = True,
+    show_derivatives: bool = True,
+    color: str = "C0",
+    n: int = 600,
+):
+    """Draw a rational-quadratic spline with linear tails: the curve, its knots, the bins
+    (shaded alternately on the input axis, lines on the output axis), the knot derivatives
+    as short tangent segments, and the identity tails outside ``[-B, B]``.
+
+    Arguments as for :func:`rq_spline_knots`; ``extent`` (default ``1.5 * B``) is the
+    half-width of the plotted input range.
+
+    Returns:
+        The axes.
+    """
+    from nflows.transforms.splines.rational_quadratic import unconstrained_rational_quadratic_spline
+
+    ax = _ax(ax)
+    bound = float(tail_bound)
+    extent = 1.5 * bound if extent is None else float(extent)
+    kx, ky, kd = rq_spline_knots(
+        unnormalized_widths, unnormalized_heights, unnormalized_derivatives, bound
+    )
+    xs = torch.linspace(-extent, extent, n, dtype=torch.float64)
+
+    def rep(t):
+        return torch.as_tensor(t, dtype=torch.float64).expand(n, -1)
+
+    ys, _ = unconstrained_rational_quadratic_spline(
+        xs,
+        rep(unnormalized_widths),
+        rep(unnormalized_heights),
+        rep(unnormalized_derivatives),
+        tails="linear",
+        tail_bound=bound,
+    )
+    if show_bins:
+        for i in range(len(kx) - 1):
+            if i % 2 == 0:
+                ax.axvspan(kx[i].item(), kx[i + 1].item(), color="0.92", zorder=0)
+        for v in ky.tolist():
+            ax.axhline(v, color="0.8", lw=0.6, zorder=0)
+    for b in (-bound, bound):
+        ax.axvline(b, color="0.4", ls=":", lw=1)
+    inside = xs.abs() <= bound
+    ax.plot(xs[inside], ys[inside], color=color, lw=2, label="spline on $[-B, B]$")
+    for side in (xs < -bound, xs > bound):
+        ax.plot(xs[side], ys[side], color=color, lw=2, ls="--")
+    ax.plot([], [], color=color, lw=2, ls="--", label="linear (identity) tails")
+    ax.plot(kx, ky, "o", color="k", ms=4, label="knots", zorder=3)
+    if show_derivatives:
+        half = 0.12 * bound
+        for x0, y0, d0 in zip(kx.tolist(), ky.tolist(), kd.tolist()):
+            dx = half / math.sqrt(1 + d0 * d0)
+            ax.plot([x0 - dx, x0 + dx], [y0 - d0 * dx, y0 + d0 * dx], color="C3", lw=1.2)
+        ax.plot([], [], color="C3", lw=1.2, label="knot derivatives")
+    ax.set_xlim(-extent, extent)
+    ax.set_ylim(-extent, extent)
+    ax.set_aspect("equal")
+    ax.set_xlabel("input $x$")
+    ax.set_ylabel("output $y = g(x)$")
+    return ax
+
+
+# --- chapter 5 (the Gaussian-mixture experiment) ---------------------------------------------
+
+__all__ += [
+    "plot_kde",
+    "plot_mog_grid",
+    "plot_estimator_study",
+    "plot_layer_posterior",
+    "plot_index_colouring",
+]
+
+
+def plot_kde(
+    samples: np.ndarray,
+    ax=None,
+    bounds: Bounds = (-4.0, 4.0, -4.0, 4.0),
+    title: str | None = None,
+    levels: int = 20,
+    cmap: str = "coolwarm",
+):
+    """A filled seaborn KDE of 2-D ``samples`` ``(n, 2)`` (the paper's style: coolwarm,
+    20 levels) on fixed axis limits.
+
+    Only the samples inside the window (plus a margin of 0.5) enter the KDE, so that a few
+    far-away samples do not inflate the bandwidth; the fraction left out is returned as
+    ``ax.outside_fraction`` for the caller to report. The background takes the colour of
+    zero density."""
+    import seaborn as sns
+
+    ax = _ax(ax)
+    samples = np.asarray(samples, dtype=float)
+    xmin, xmax, ymin, ymax = bounds
+    inside = (
+        (samples[:, 0] > xmin - 0.5)
+        & (samples[:, 0] < xmax + 0.5)
+        & (samples[:, 1] > ymin - 0.5)
+        & (samples[:, 1] < ymax + 0.5)
+    )
+    ax.outside_fraction = 1.0 - inside.mean()
+    ax.set_facecolor(plt.get_cmap(cmap)(0))
+    sns.kdeplot(
+        x=samples[inside, 0],
+        y=samples[inside, 1],
+        fill=True,
+        cmap=cmap,
+        levels=levels,
+        thresh=0.0,
+        ax=ax,
+    )
+    ax.set_xlim(bounds[0], bounds[1])
+    ax.set_ylim(bounds[2], bounds[3])
+    ax.set_aspect("equal")
+    ax.set_xlabel("$z_1$")
+    ax.set_ylabel("$z_2$")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_mog_grid(
+    cells: dict,
+    models: Sequence[str],
+    sigma0s: Sequence[float],
+    labels: dict | None = None,
+    size: float = 3.2,
+):
+    """Figure 1 of the slides: one row per model, one column per ``sigma_0``.
+
+    Args:
+        cells: ``(model, sigma0) -> (samples (n, 2), elbo)``.
+        models: row order (the slides: CIF-NSF on top, NSF below).
+        sigma0s: column order.
+        labels: display names of the models.
+
+    Returns:
+        The figure.
+    """
+    labels = labels or {}
+    fig, axes = plt.subplots(
+        len(models), len(sigma0s), figsize=(size * len(sigma0s), size * len(models)), squeeze=False
+    )
+    for i, model in enumerate(models):
+        for j, s in enumerate(sigma0s):
+            samples, value = cells[(model, s)]
+            name = labels.get(model, model)
+            ax = plot_kde(samples, axes[i, j])
+            title = f"{name}, $\\sigma_0$={s:g}\nELBO = {value:.{3 if abs(value) < 100 else 1}f}"
+            if ax.outside_fraction > 0.005:
+                title += f", {100 * ax.outside_fraction:.0f}% outside"
+            ax.set_title(title)
+            if j > 0:
+                axes[i, j].set_ylabel("")
+    fig.tight_layout()
+    return fig
+
+
+def plot_estimator_study(study: dict, ax=None, reference: float | None = None):
+    """Mean +- standard deviation over repetitions of the auxiliary and marginal ELBO
+    estimates against the number of samples ``N`` (log axis)."""
+    ax = _ax(ax)
+    n = np.asarray(study["n"], dtype=float)
+    series = [
+        ("aux", "auxiliary ELBO", "o"),
+        ("marg_N", "marginal, $M = N$", "s"),
+        ("marg_sqrtN", "marginal, $M = \\lceil\\sqrt{N}\\rceil$", "^"),
+    ]
+    for shift, (key, label, marker) in zip((0.94, 1.0, 1.06), series):
+        if f"{key}_mean" not in study:
+            continue
+        ax.errorbar(
+            n * shift,
+            study[f"{key}_mean"],
+            yerr=study[f"{key}_std"],
+            marker=marker,
+            capsize=3,
+            label=label,
+        )
+    if reference is not None:
+        ax.axhline(reference, color="grey", ls="--", lw=1, label="$\\log Z = 0$")
+    ax.set_xscale("log")
+    ax.set_xlabel("number of samples $N$")
+    ax.set_ylabel("estimate (nats)")
+    ax.legend()
+    return ax
+
+
+def plot_layer_posterior(
+    u: Sequence[float],
+    log_q: Sequence[float],
+    log_r: Sequence[float],
+    ax=None,
+    title: str | None = None,
+):
+    """The exact ``q(u | w)`` of a CIF layer against the learned ``r(u | w)``, over ``u``."""
+    ax = _ax(ax)
+    u = np.asarray(u)
+    ax.plot(u, np.exp(log_q), label="exact $q(u \\mid w_l)$")
+    ax.plot(u, np.exp(log_r), ls="--", label="learned $r(u \\mid w_l)$")
+    ax.set_xlabel("$u$")
+    ax.set_ylabel("density")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_index_colouring(
+    z: np.ndarray,
+    u: np.ndarray,
+    ax=None,
+    title: str | None = None,
+    bounds: Bounds = (-4.0, 4.0, -4.0, 4.0),
+):
+    """Samples ``z`` ``(n, 2)`` coloured by a scalar index ``u`` ``(n,)``, with a colour bar."""
+    ax = _ax(ax)
+    z, u = np.asarray(z), np.asarray(u).reshape(-1)
+    lo, hi = np.percentile(u, [2, 98])
+    points = ax.scatter(
+        z[:, 0], z[:, 1], c=u, s=2, cmap="viridis", vmin=lo, vmax=hi, rasterized=True
+    )
+    ax.figure.colorbar(points, ax=ax, label="$u$")
+    ax.set_xlim(bounds[0], bounds[1])
+    ax.set_ylim(bounds[2], bounds[3])
+    ax.set_aspect("equal")
+    ax.set_xlabel("$z_1$")
+    ax.set_ylabel("$z_2$")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+# --- chapters 3-4 (continuously-indexed flows, the auxiliary ELBO) --------------------------
+
+__all__ += [
+    "plot_indexed_family",
+    "plot_marginal_vs_samples",
+    "plot_joint_density",
+    "plot_path",
+    "plot_posterior_vs_r",
+]
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().double().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+@torch.no_grad()
+def plot_indexed_family(transform, us: Sequence[float], w: Tensor, ax=None, cmap: str = "coolwarm"):
+    """Draw ``z = G(w; u)`` against ``w`` for each fixed index in ``us`` (1-D ``w`` grid
+    ``(n,)``), using :class:`~cifutils.cif.FixedIndex`; one colour per ``u``."""
+    from .cif import FixedIndex
+
+    ax = _ax(ax)
+    colours = plt.get_cmap(cmap)(np.linspace(0, 1, len(us)))
+    dtype = next(transform.parameters()).dtype
+    for u, colour in zip(us, colours):
+        g = FixedIndex(transform, torch.tensor([float(u)], dtype=dtype))
+        z, _ = g(w.to(dtype)[:, None])
+        ax.plot(_np(w), _np(z[:, 0]), color=colour, label=f"$u = {u:g}$")
+    ax.set_xlabel("$w$")
+    ax.set_ylabel("$z = G(w; u)$")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_marginal_vs_samples(
+    z_grid: Tensor,
+    log_q_z: Tensor,
+    samples: Tensor,
+    ax=None,
+    bins: int = 80,
+    label: str = "quadrature $q_Z(z)$",
+    log_p=None,
+):
+    """A histogram of 1-D ``samples`` against the density ``exp(log_q_z)`` on ``z_grid``;
+    optionally the normalized target ``log_p`` (a ``(n,)`` tensor on the same grid)."""
+    ax = _ax(ax)
+    z = _np(z_grid)
+    ax.hist(
+        _np(samples).ravel(),
+        bins=bins,
+        range=(z.min(), z.max()),
+        density=True,
+        color="0.8",
+        label="samples of $q$",
+    )
+    ax.plot(z, np.exp(_np(log_q_z)), color="C0", label=label)
+    if log_p is not None:
+        ax.plot(z, np.exp(_np(log_p)), color="C3", ls="--", label="target (normalized)")
+    ax.set_xlabel("$z$")
+    ax.set_ylabel("density")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_joint_density(
+    z_grid: Tensor, u_grid: Tensor, log_q_zu: Tensor, ax=None, cmap: str = "viridis"
+):
+    """The joint density ``q(z, u)`` of a one-layer 1-D CIF as an image
+    (``log_q_zu`` of shape ``(len(z_grid), len(u_grid))``)."""
+    ax = _ax(ax)
+    ax.pcolormesh(_np(z_grid), _np(u_grid), np.exp(_np(log_q_zu)).T, cmap=cmap, shading="auto")
+    ax.set_xlabel("$z$")
+    ax.set_ylabel("$u$")
+    return ax
+
+
+def plot_path(
+    w: Tensor,
+    z: Tensor,
+    c: Tensor | None = None,
+    ax=None,
+    cmap: str = "coolwarm",
+    label: str = "$u$",
+):
+    """Scatter of base samples ``w`` against outputs ``z`` (1-D), coloured by ``c`` (e.g.
+    the index ``u``) when given, with a colour bar."""
+    ax = _ax(ax)
+    if c is None:
+        ax.scatter(_np(w).ravel(), _np(z).ravel(), s=2, alpha=0.5)
+    else:
+        sc = ax.scatter(_np(w).ravel(), _np(z).ravel(), c=_np(c).ravel(), s=2, cmap=cmap)
+        plt.colorbar(sc, ax=ax, label=label)
+    ax.set_xlabel("base sample $w_0$")
+    ax.set_ylabel("$z$")
+    return ax
+
+
+def plot_posterior_vs_r(
+    u_grid: Tensor, log_post: Tensor, log_r: Tensor, ax=None, title: str | None = None
+):
+    """The exact posterior ``q(u | z)`` and the auxiliary ``r(u | z)`` for one ``z``."""
+    ax = _ax(ax)
+    u = _np(u_grid)
+    ax.plot(u, np.exp(_np(log_post)), color="C0", label="exact $q(u \\mid z)$")
+    ax.plot(u, np.exp(_np(log_r)), color="C1", ls="--", label="$r(u \\mid z)$")
+    ax.set_xlabel("$u$")
+    ax.set_ylabel("density")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small")
+    return ax
+
+
+# --- chapter 6 (VAEs on MNIST and Fashion-MNIST) ----------------------------------------------
+
+
+def plot_image_grid(images, ncols: int = 8, ax=None, title: str | None = None):
+    """Show ``images (N, 1, 28, 28)`` (values in [0, 1]) as one grey-scale mosaic."""
+    imgs = _np(images).reshape(-1, 28, 28)
+    nrows = -(-len(imgs) // ncols)
+    canvas = np.ones((nrows * 29 + 1, ncols * 29 + 1))
+    for i, img in enumerate(imgs):
+        r, c = divmod(i, ncols)
+        canvas[1 + 29 * r : 29 * (r + 1), 1 + 29 * c : 29 * (c + 1)] = img
+    ax = ax or plt.gca()
+    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_latent_projection(z, basis, ax=None, title: str | None = None, color: str = "C0"):
+    """Scatter samples ``z (S, d)`` projected on the two columns of ``basis (d, 2)``,
+    centred at their mean; axes labelled as the two projection directions."""
+    pts = (_np(z) - _np(z).mean(0)) @ _np(basis)
+    ax = ax or plt.gca()
+    ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.3, color=color, rasterized=True)
+    ax.set_xlabel("direction 1")
+    ax.set_ylabel("direction 2")
+    if title:
+        ax.set_title(title)
+    return ax

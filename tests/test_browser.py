@@ -1,0 +1,234 @@
+"""The built book in a real browser, with the network off.
+
+Every page `_toc.yml` lists (read when the tests run, so new chapters are covered without
+edits here) is opened in headless Chromium from a localhost server, with every request to
+another host aborted. Each page must show no console error, load all its images, typeset all
+its math (no raw `$$` or `\\begin{`), have internal links and anchors that resolve, and, for
+notebook pages, a Colab launch button pointing at the notebook in the configured repository.
+A full-page PNG of each page is written to `_build/screenshots/` for a person to look at;
+external links are listed in `_build/screenshots/external-links.txt`, never fetched.
+
+The student edition (`make book-student`) is checked to hold no solution.
+
+Run after building: `make book book-student test-browser` (or `make test`). Environment:
+BOOK_HTML, STUDENT_HTML, BOOK_TOC, BOOK_SCREENSHOTS override the folders; CHROMIUM the browser.
+Without Chromium or the built book the tests are skipped, except with CI=true where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import browser_check as bc
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK_HTML = Path(os.environ.get("BOOK_HTML", ROOT / "_build" / "html"))
+STUDENT_HTML = Path(os.environ.get("STUDENT_HTML", ROOT / "_build" / "student" / "_build" / "html"))
+TOC = Path(os.environ.get("BOOK_TOC", ROOT / "_toc.yml"))
+CONFIG = ROOT / "_config.yml"
+SHOTS = Path(os.environ.get("BOOK_SCREENSHOTS", ROOT / "_build" / "screenshots"))
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+PAGES = bc.toc_pages(TOC)
+
+
+def unavailable(reason: str):
+    """Skip outside CI; in CI a missing browser or build is a failure."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true, so this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("the playwright package is not installed (pip install -e '.[test]')")
+    if not Path(CHROMIUM).exists():
+        unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=bc.CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def served(folder: Path, what: str):
+    if not (folder / "index.html").is_file():
+        unavailable(f"no built {what} in {folder} (run make book / make book-student first)")
+    return bc.serve(folder)
+
+
+@pytest.fixture(scope="module")
+def book(browser):
+    with served(BOOK_HTML, "book") as base_url:
+        context = bc.offline_context(browser)
+        yield context, base_url
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def external_links():
+    links: dict[str, set[str]] = {}
+    yield links
+    if links:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        lines = [f"{href}\t{page}" for href in sorted(links) for page in sorted(links[href])]
+        (SHOTS / "external-links.txt").write_text(
+            "# External links of the book (listed, not fetched): URL<TAB>page\n"
+            + "\n".join(lines)
+            + "\n"
+        )
+
+
+def is_notebook(page: str) -> bool:
+    return (ROOT / f"{page}.ipynb").is_file()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_in_browser(book, external_links, page):
+    context, base_url = book
+    expected = bc.colab_url(CONFIG, page) if is_notebook(page) else None
+    shot = SHOTS / (page.replace("/", "__") + ".png")
+    start = time.perf_counter()
+    report = bc.check_page(context, BOOK_HTML, base_url, page, shot, colab_expected=expected)
+    for href in report.external_links:
+        external_links.setdefault(href, set()).add(page)
+    assert not report.problems, "\n".join(report.problems)
+    print(f"{page}: ok in {time.perf_counter() - start:.1f} s, screenshot {shot}")
+
+
+def test_mathjax_is_served_locally():
+    """The offline copy is wired in: pages load MathJax from _static, not from a CDN."""
+    pages_with_math = [
+        p
+        for p in PAGES
+        if (BOOK_HTML / f"{p}.html").is_file()
+        and 'class="math' in (BOOK_HTML / f"{p}.html").read_text(encoding="utf-8")
+    ]
+    if not pages_with_math:
+        unavailable("no built page with math to check")
+    for p in pages_with_math:
+        html = (BOOK_HTML / f"{p}.html").read_text(encoding="utf-8")
+        scripts = re.findall(r'<script[^>]*src="([^"]*mathjax[^"]*)"', html, flags=re.I)
+        assert scripts, f"{p}: no MathJax script"
+        for src in scripts:
+            assert "://" not in src, f"{p}: MathJax from the network: {src}"
+            assert (BOOK_HTML / p).parent.joinpath(src.split("?")[0]).resolve().is_file(), src
+    assert (BOOK_HTML / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
+
+
+# ----------------------------------------------------------------------------- student build
+
+SOLUTION_MARKERS = re.compile(r'class="[^"]*\bsolution\b|solution-start|solution-end|Solution to')
+
+
+def test_student_build_has_no_solutions(browser):
+    """The student edition keeps every exercise and drops every solution, gated ones too."""
+    if not (STUDENT_HTML / "index.html").is_file():
+        unavailable(f"no student build in {STUDENT_HTML} (make book-student)")
+    if not (BOOK_HTML / "index.html").is_file():
+        unavailable(f"no built book in {BOOK_HTML} (make book)")
+    problems: list[str] = []
+    total_solutions = 0
+    with bc.serve(BOOK_HTML) as full_url, bc.serve(STUDENT_HTML) as student_url:
+        context = bc.offline_context(browser)
+        for page in PAGES:
+            student_file = STUDENT_HTML / f"{page}.html"
+            if not student_file.is_file():
+                problems.append(f"{page}: missing from the student build")
+                continue
+            html = student_file.read_text(encoding="utf-8")
+            problems.extend(
+                f"{page}: solution markup in the student HTML: {m.group(0)!r}"
+                for m in SOLUTION_MARKERS.finditer(html)
+            )
+            tab = context.new_page()
+            tab.goto(full_url + f"{page}.html", wait_until="domcontentloaded")
+            solutions = tab.evaluate(
+                "() => [...document.querySelectorAll('.solution')].map(e => e.innerText)"
+            )
+            exercises = tab.evaluate("() => document.querySelectorAll('.exercise').length")
+            tab.goto(student_url + f"{page}.html", wait_until="domcontentloaded")
+            student_text = tab.evaluate("() => document.body.innerText")
+            student_exercises = tab.evaluate("() => document.querySelectorAll('.exercise').length")
+            tab.close()
+            total_solutions += len(solutions)
+            if student_exercises != exercises:
+                problems.append(
+                    f"{page}: {student_exercises} exercises in the student build, {exercises} in"
+                    " the full one"
+                )
+            # No line of any solution (code or prose, long enough to be distinctive) survives.
+            for solution in solutions:
+                for line in solution.splitlines():
+                    line = line.strip()
+                    if len(line) >= 30 and line in student_text:
+                        problems.append(f"{page}: solution text in the student build: {line!r}")
+        context.close()
+    sources = STUDENT_HTML / "_sources"
+    if sources.exists() and any(sources.rglob("*.ipynb")):
+        problems.append("the student build ships notebook sources (_sources/*.ipynb)")
+    assert not problems, "\n".join(problems)
+    print(f"{total_solutions} solutions in the full build, none in the student build")
+
+
+# ----------------------------------------------------------------------------- self-test
+
+BROKEN_PAGE = r"""<!DOCTYPE html><html><head><title>broken</title>
+<script src="https://cdn.example.org/lib.js"></script></head><body>
+<section id="main"><p>Raw display math: $$x^2$$ and \begin{align} a \end{align}.</p>
+<p>Unrendered inline: $\mathcal{L}(\theta)$.</p>
+<div class="math notranslate nohighlight">\[ y = x \]</div>
+<img src="_images/missing.png" alt="a missing figure">
+<a href="other.html">missing page</a> <a href="#nowhere">missing anchor</a>
+<a href="#main">fine anchor</a> <a href="https://example.org/">external</a>
+<a href="https://colab.research.google.com/github/someone/else/blob/main/x.ipynb">colab</a>
+<script>undefinedFunction();</script></section></body></html>
+"""
+
+
+def test_checker_reports_a_broken_page(browser, tmp_path):
+    """The checks can fail: a deliberately broken page is reported, element by element."""
+    (tmp_path / "index.html").write_text("<html><body>index</body></html>")
+    (tmp_path / "broken.html").write_text(BROKEN_PAGE)
+    with bc.serve(tmp_path) as base_url:
+        context = bc.offline_context(browser)
+        report = bc.check_page(
+            context, tmp_path, base_url, "broken", colab_expected="https://colab.example/x.ipynb"
+        )
+        context.close()
+    text = "\n".join(report.problems)
+    expected = [
+        "requested a non-local resource (blocked, offline): https://cdn.example.org/lib.js",
+        "uncaught exception",
+        "raw TeX in visible text",
+        "\\\\begin{align}",
+        "mathcal",
+        "not typeset",
+        "not loaded: image _images/missing.png",
+        "HTTP 404",
+        "broken link <a href='other.html'>: target file other.html does not exist",
+        "broken link <a href='#nowhere'>: anchor #nowhere not found",
+        "Colab launch button https://colab.research.google.com/github/someone/else",
+    ]
+    missing = [e for e in expected if e not in text]
+    assert not missing, f"not reported: {missing}\nreport:\n{text}"
+    assert all(p.startswith("broken: ") for p in report.problems)
+    assert "anchor #main" not in text  # the one anchor that exists is not reported
+    assert report.external_links == {
+        "https://example.org/",
+        "https://colab.research.google.com/github/someone/else/blob/main/x.ipynb",
+    }
+
+
+def test_toc_pages_cover_the_book():
+    """Sanity of the page list: the root first, and only files that exist in the repository."""
+    assert PAGES[0] == bc.toc_pages(TOC)[0]
+    for page in PAGES:
+        assert any((ROOT / f"{page}{s}").is_file() for s in (".md", ".ipynb", ".rst")), page
