@@ -16,6 +16,9 @@ each notebook in full), since those would hand the solutions back.
 declares `const THEBE_JS_URL` twice and the browser logs "Identifier 'THEBE_JS_URL' has already
 been declared". Identical script entries are dropped from each page (tests/test_browser.py
 fails on any console error).
+
+3. The ``# NBVAL_CHECK_OUTPUT`` markers that tell nbval which cells to compare are test
+plumbing, not reading matter: their lines are removed from the displayed code.
 """
 
 from __future__ import annotations
@@ -37,6 +40,27 @@ class RemoveSolutions(SphinxTransform):
         for cls in (solution_node, solution_start_node, solution_end_node):
             for node in list(self.document.findall(cls)):
                 node.parent.remove(node)
+
+
+NBVAL_MARKERS = ("# NBVAL_CHECK_OUTPUT", "# NBVAL_IGNORE_OUTPUT", "# NBVAL_SKIP")
+
+
+class HideTestMarkers(SphinxTransform):
+    """Drop nbval marker lines from code blocks (source and highlighted text alike)."""
+
+    default_priority = 500
+
+    def apply(self, **kwargs) -> None:
+        from docutils import nodes
+
+        for block in list(self.document.findall(nodes.literal_block)):
+            text = block.astext()
+            if not any(marker in text for marker in NBVAL_MARKERS):
+                continue
+            kept = [line for line in text.splitlines() if line.strip() not in NBVAL_MARKERS]
+            cleaned = "\n".join(kept)
+            block.rawsource = cleaned
+            block[:] = [nodes.Text(cleaned)]
 
 
 def _configure(app: Sphinx, config) -> None:
@@ -70,4 +94,5 @@ def setup(app: Sphinx) -> dict:
     app.connect("config-inited", _configure, priority=900)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.add_transform(RemoveSolutions)
+    app.add_transform(HideTestMarkers)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,720 @@
+"""Experiment 1: variational inference on the 9-component Gaussian mixture.
+
+The paper's first experiment (Figure 1 of the slides): fit an NSF and a CIF-NSF to the
+lattice mixture ``p(z) = (1/9) sum_c N(z; m_c, 0.25^2 I)``, ``m_c in {-2, 0, 2}^2``
+(normalized, so ``log Z = 0``), from a fixed base ``N(0, sigma_0^2 I)`` with
+``sigma_0 in {0.1, 1, 10}``, and compare the bounds and the modes they cover.
+
+One *cell* is a (model, sigma_0, seed, budget) combination. :func:`run_cell` trains it with
+checkpoints (resumable, bit-for-bit on CPU), evaluates it with :func:`evaluate` and
+returns a JSON-ready result. The command line::
+
+    python -m cifutils.experiments mog --model cif-nsf --sigma0 1 --seed 0 --budget paper
+    python -m cifutils.experiments mog --all --budget book          # every cell, in order
+    python -m cifutils.experiments mog --estimator --budget book    # the estimator study
+
+writes ``results/mog/<budget>/<model>_sigma<sigma_0>_seed<seed>.json`` and keeps its
+checkpoints under ``runs/mog/`` (ignored by git).
+
+Beyond the paper, :func:`estimator_study` compares the marginal and auxiliary ELBO
+estimators as the number of samples grows, and :func:`layer_posteriors` computes the exact
+``q(u_l | w_l)`` of one CIF layer on a grid of ``u`` to compare it with the learned ``r``.
+
+References:
+    Caterini, Cornish, Sejdinovic, Doucet. Variational inference with continuously-indexed
+    normalizing flows. ICML 2020 INNF+ workshop / UAI 2021.
+    Durkan, Bekasov, Murray, Papamakarios. Neural Spline Flows. NeurIPS 2019.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .budgets import get_budget
+from .cif import CIFLayer
+from .families import VariationalFlow, make_family
+from .flows import num_parameters
+from .objectives import logmeanexp, mean_and_stderr
+from .results import provenance, results_dir, write_json
+from .targets import GaussianMixture, get_target
+from .training import History, fit, load_checkpoint, save_checkpoint, seed_everything
+
+__all__ = [
+    "MODELS",
+    "SIGMA0S",
+    "MogConfig",
+    "cell_name",
+    "result_path",
+    "build_model",
+    "coverage",
+    "downsample_curve",
+    "evaluate",
+    "run_cell",
+    "load_cell",
+    "collect_results",
+    "summary_table",
+    "encode_samples",
+    "decode_samples",
+    "estimator_study",
+    "layer_posteriors",
+    "main",
+]
+
+#: The two models of Figure 1, in the slides' row order (CIF on top).
+MODELS = ("cif-nsf", "nsf")
+#: The base standard deviations of Figure 1, one column each.
+SIGMA0S = (0.1, 1.0, 10.0)
+
+
+@dataclass
+class MogConfig:
+    """Everything that defines one run (stored in its JSON result).
+
+    Attributes:
+        model: ``"nsf"`` or ``"cif-nsf"``.
+        sigma0: standard deviation of the fixed base ``N(0, sigma0^2 I)``.
+        seed: the run's seed.
+        budget: name of the budget the sizes came from.
+        steps, batch, lr, clip: Adam steps, samples of ``q`` per step, learning rate,
+            gradient-norm clip (paper: 20,000, 1,000, 1e-3, 5).
+        eval_samples: samples for the final ELBO, coverage and ``log Z`` estimates.
+        marginal_u_samples: ``M``, u-samples per point in the marginal ELBO.
+        marginal_points: points ``z`` at which ``log q_Z`` is estimated.
+        iw_k: samples per importance-sampled ``log Z`` estimate (paper: 100).
+        stored_samples: samples kept in the JSON for the figure (0 for none).
+        target: target name (``"mog9"``).
+    """
+
+    model: str
+    sigma0: float
+    seed: int
+    budget: str
+    steps: int
+    batch: int
+    lr: float = 1e-3
+    clip: float = 5.0
+    eval_samples: int = 10_000
+    marginal_u_samples: int = 100
+    marginal_points: int = 10_000
+    iw_k: int = 100
+    stored_samples: int = 5_000
+    target: str = "mog9"
+
+    @classmethod
+    def from_budget(
+        cls, model: str, sigma0: float, seed: int, budget: str | None = None, **overrides: Any
+    ) -> MogConfig:
+        """The configuration of a cell with sizes from :func:`~cifutils.budgets.get_budget`."""
+        b = get_budget(budget)
+        fields = dict(
+            model=model,
+            sigma0=float(sigma0),
+            seed=int(seed),
+            budget=b.name,
+            steps=b.mog_steps,
+            batch=b.mog_batch,
+            eval_samples=b.mog_eval_samples,
+            marginal_points=min(b.mog_eval_samples, 10_000 if b.name == "paper" else 2_000),
+            marginal_u_samples=100 if b.name != "smoke" else 20,
+        )
+        fields.update(overrides)
+        return cls(**fields)
+
+
+def _sigma_label(sigma0: float) -> str:
+    return f"{sigma0:g}"
+
+
+def cell_name(model: str, sigma0: float, seed: int) -> str:
+    """``"<model>_sigma<sigma0>_seed<seed>"``, e.g. ``"cif-nsf_sigma0.1_seed0"``."""
+    return f"{model}_sigma{_sigma_label(sigma0)}_seed{seed}"
+
+
+def result_path(budget: str, model: str, sigma0: float, seed: int) -> str:
+    """The result's path relative to ``results/``: ``mog/<budget>/<cell>.json``."""
+    return f"mog/{budget}/{cell_name(model, sigma0, seed)}.json"
+
+
+def build_model(model: str, sigma0: float) -> VariationalFlow:
+    """NSF or CIF-NSF sized as in the paper (5 layers, hidden 32, 8 bins, tail bound 3;
+    CIF: ``dim u = 1``, tanh ``[10, 10]`` nets) on a fixed ``N(0, sigma0^2 I)`` base."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    return make_family(model, 2, sigma0=float(sigma0))
+
+
+def coverage(target: GaussianMixture, z: Tensor) -> tuple[list[float], float]:
+    """Fraction of samples nearest each mixture component, and its KL from uniform,
+    ``KL(c || 1/C) = sum_i c_i log(C c_i)`` (0 for perfect coverage, ``log C`` when all
+    samples sit in one component)."""
+    idx = target.nearest_component(z)
+    counts = torch.bincount(idx, minlength=target.num_components).double()
+    frac = counts / counts.sum()
+    c = target.num_components
+    kl = torch.where(frac > 0, frac * torch.log(c * frac), torch.zeros_like(frac)).sum()
+    return frac.tolist(), float(kl)
+
+
+def downsample_curve(
+    steps: Sequence[int], values: Sequence[float], points: int = 300
+) -> dict[str, list[float]]:
+    """Average ``values`` over at most ``points`` equal bins of consecutive steps (the mean
+    of each bin is a less noisy curve than every k-th value)."""
+    v = np.asarray(values, dtype=float)
+    s = np.asarray(steps, dtype=float)
+    if v.size == 0:
+        return {"step": [], "elbo": []}
+    bins = np.array_split(np.arange(v.size), min(points, v.size))
+    return {
+        "step": [int(s[b[-1]]) for b in bins],
+        "elbo": [round(float(v[b].mean()), 4) for b in bins],
+    }
+
+
+@torch.no_grad()
+def evaluate(family: VariationalFlow, target: GaussianMixture, config: MogConfig) -> dict[str, Any]:
+    """The metrics of one trained run.
+
+    * ``elbo`` / ``elbo_se``: the ELBO (NSF) or auxiliary ELBO (CIF-NSF) over
+      ``eval_samples`` draws, with its Monte Carlo standard error;
+    * ``marginal_elbo`` / ``_se``: ``E[log p(z) - log q_Z(z)]`` with ``log q_Z`` exact (NSF) or
+      estimated with ``r`` as proposal and ``M`` u-samples (CIF), computed in float64 on a
+      copy of the model since the spline inverses are fragile in float32;
+    * ``log_z_iw`` / ``_se``: the importance-sampled ``log Z`` estimate
+      ``log (1/K) sum_k p(z_k) / q(z_k)`` averaged over groups of ``K = iw_k`` (the weights
+      are the auxiliary ones for CIFs: their mean is still exactly ``Z``); ``log_z_all``
+      uses all ``eval_samples`` at once. Both should approach ``log Z = 0``;
+    * ``coverage`` (9 fractions) and ``coverage_kl`` (KL from uniform).
+    """
+    family.eval()
+    z, log_q = family.sample_and_log_prob(config.eval_samples)
+    log_w = (target.log_prob(z) - log_q).double()
+    if not torch.isfinite(log_w).all():
+        raise FloatingPointError("non-finite log-weights at evaluation")
+    elbo, elbo_se = mean_and_stderr(log_w)
+    k = config.iw_k
+    groups = log_w[: (log_w.numel() // k) * k].reshape(-1, k)
+    log_z_iw, log_z_iw_se = mean_and_stderr(logmeanexp(groups, dim=1))
+    frac, kl = coverage(target, z)
+    # Samples farther than 4 standard deviations from every mean (the target puts
+    # exp(-8) ~ 0.03% of its mass there): nearest-component coverage hides these.
+    dist = torch.cdist(z.double(), target.means.to(z.device)).min(dim=1).values
+    far = float((dist > 4 * target.std).double().mean())
+    f64 = copy.deepcopy(family).double()
+    zm = z[: config.marginal_points].double()
+    chunk = max(1, 200_000 // config.marginal_u_samples)
+    log_qz = torch.cat(
+        [
+            f64.marginal_log_prob(part, num_u_samples=config.marginal_u_samples)
+            for part in zm.split(chunk)
+        ]
+    )
+    marg_w = target.log_prob(zm) - log_qz
+    if not torch.isfinite(marg_w).all():
+        raise FloatingPointError("non-finite marginal log-weights at evaluation")
+    marginal, marginal_se = mean_and_stderr(marg_w)
+    return {
+        "elbo": elbo,
+        "elbo_se": elbo_se,
+        "elbo_kind": "auxiliary" if family.is_cif else "exact",
+        "marginal_elbo": marginal,
+        "marginal_elbo_se": marginal_se,
+        "log_z_iw": log_z_iw,
+        "log_z_iw_se": log_z_iw_se,
+        "log_z_all": float(logmeanexp(log_w, dim=0)),
+        "coverage": [round(c, 5) for c in frac],
+        "coverage_kl": kl,
+        "modes_covered": int(sum(c > 0.01 for c in frac)),
+        "far_fraction": far,
+    }
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def run_cell(
+    config: MogConfig,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 500,
+    stop_after: int | None = None,
+    progress: bool | None = None,
+) -> tuple[dict[str, Any] | None, VariationalFlow]:
+    """Train and evaluate one cell (on CPU); resume from ``checkpoint`` when it exists.
+
+    Args:
+        config: the run.
+        checkpoint: file for the model, optimizer, history, step and the torch / numpy /
+            python RNG states, written atomically every ``checkpoint_every`` steps and at
+            the end. A resumed run reproduces the uninterrupted one exactly on CPU.
+        stop_after: stop (after checkpointing) once this many steps are done in total, as
+            if interrupted; the result is then None.
+        progress: show a progress bar.
+
+    Returns:
+        The JSON-ready result (None if stopped early) and the trained model.
+    """
+    t_start = time.perf_counter()
+    target = get_target(config.target)
+    seed_everything(config.seed)
+    family = build_model(config.model, config.sigma0)
+    optimizer = torch.optim.Adam(family.parameters(), lr=config.lr)
+    history, start, train_seconds = History(), 0, 0.0
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and path.exists():
+        state = load_checkpoint(path)
+        if state["config"] != asdict(config):
+            raise ValueError(f"checkpoint {path} belongs to another configuration")
+        family.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = History.from_state_dict(state["history"])
+        start, train_seconds = state["step"], state.get("train_seconds", 0.0)
+        _set_rng_state(state["rng"])
+    end = config.steps if stop_after is None else min(config.steps, stop_after)
+
+    t_fit = time.perf_counter()
+
+    def elapsed() -> float:
+        # Training time over all resumed segments (History.seconds only updates at the end).
+        return train_seconds + time.perf_counter() - t_fit
+
+    def save(step_done: int) -> None:
+        if path is not None:
+            save_checkpoint(
+                path,
+                {
+                    "config": asdict(config),
+                    "model": family.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "history": history.state_dict(),
+                    "step": step_done,
+                    "rng": _rng_state(),
+                    "train_seconds": elapsed(),
+                },
+            )
+
+    def loss_fn(step: int) -> Tensor:
+        z, log_q = family.sample_and_log_prob(config.batch)
+        return (log_q - target.log_prob(z)).mean()
+
+    def callback(step: int, hist: History) -> None:
+        if (step + 1) % checkpoint_every == 0 and step + 1 < end:
+            save(step + 1)
+
+    family.train()
+    if start < end:
+        fit(
+            family,
+            loss_fn,
+            end,
+            clip=config.clip,
+            optimizer=optimizer,
+            start_step=start,
+            history=history,
+            progress=progress,
+            callback=callback,
+            desc=cell_name(config.model, config.sigma0, config.seed),
+        )
+        save(end)
+    total = elapsed() if start < end else train_seconds
+    if end < config.steps:
+        return None, family
+    metrics = evaluate(family, target, config)
+    samples = family.sample(config.stored_samples) if config.stored_samples else None
+    result = {
+        "experiment": "mog",
+        "budget": config.budget,
+        "config": asdict(config),
+        "provenance": provenance(asdict(config), "cpu"),
+        "seed": config.seed,
+        "num_parameters": num_parameters(family),
+        "train_seconds": round(total, 2),
+        "wall_seconds": round(time.perf_counter() - t_start, 2),
+        "ms_per_step": round(1000 * total / max(1, config.steps), 3),
+        "resumed_at_step": start,
+        "metrics": metrics,
+        "curve": downsample_curve(history.steps, [-x for x in history.loss]),
+        "samples": None if samples is None else encode_samples(samples),
+    }
+    return result, family
+
+
+def encode_samples(z: Tensor, decimals: int = 2) -> str:
+    """``(n, 2)`` samples as one compact string ``"x,y x,y ..."`` (keeps the JSON small)."""
+    return " ".join(f"{a:.{decimals}f},{b:.{decimals}f}" for a, b in z.tolist())
+
+
+def decode_samples(text: str) -> np.ndarray:
+    """The inverse of :func:`encode_samples`: an ``(n, 2)`` float array."""
+    return np.array([[float(v) for v in pair.split(",")] for pair in text.split()])
+
+
+def load_cell(
+    model: str, sigma0: float, seed: int, budgets: Sequence[str] = ("paper", "book")
+) -> dict[str, Any] | None:
+    """The committed result of a cell from the first budget in ``budgets`` that has one."""
+    from .results import load_result
+
+    for b in budgets:
+        res = load_result(result_path(b, model, sigma0, seed), fetch=False)
+        if res is not None:
+            return res
+    return None
+
+
+def collect_results(
+    budget: str, sources: Sequence[str] = ("paper", "book"), progress: bool | None = None
+) -> tuple[str, dict[tuple[str, float, int], dict[str, Any]]]:
+    """Every cell's result, for the chapter: from the first budget in ``sources`` whose
+    six seed-0 cells are all committed under ``results/mog/`` (with every seed found), else
+    trained live at ``budget`` (seed 0 only, no checkpoints).
+
+    Returns:
+        The budget the results came from and ``(model, sigma0, seed) -> result``.
+    """
+    from .results import load_result
+
+    # Fetch from the repository only outside a checkout (e.g. on Colab).
+    fetch = not results_dir().is_dir()
+    for source in sources:
+        first = {
+            (m, s): load_result(result_path(source, m, s, 0), fetch=fetch)
+            for m in MODELS
+            for s in SIGMA0S
+        }
+        if all(r is not None for r in first.values()):
+            found = {(m, s, 0): r for (m, s), r in first.items()}
+            for seed in range(1, get_budget(source).mog_seeds):
+                for m in MODELS:
+                    for s in SIGMA0S:
+                        r = load_result(result_path(source, m, s, seed), fetch=fetch)
+                        if r is not None:
+                            found[(m, s, seed)] = r
+            return source, found
+    live = {}
+    for m in MODELS:
+        for s in SIGMA0S:
+            live[(m, s, 0)], _ = run_cell(
+                MogConfig.from_budget(m, s, 0, budget), None, progress=progress
+            )
+    return get_budget(budget).name, live
+
+
+def summary_table(results: dict[tuple[str, float, int], dict[str, Any]]):
+    """A pandas table over ``sigma_0`` x model: mean +- std over seeds of the ELBO, the
+    marginal ELBO, the ``log Z`` estimate, the modes covered and the coverage KL."""
+    import pandas as pd
+
+    rows = []
+    keys = sorted({(m, s) for m, s, _ in results}, key=lambda k: (k[1], MODELS.index(k[0])))
+    for m, s in keys:
+        runs = [r["metrics"] for (mm, ss, _), r in sorted(results.items()) if (mm, ss) == (m, s)]
+
+        def fmt(key: str, digits: int = 3, runs: list = runs) -> str:
+            if any(key not in r for r in runs):
+                return "n/a"
+            v = np.array([r[key] for r in runs], dtype=float)
+            if v.size == 1:
+                return f"{v[0]:.{digits}f}"
+            return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+        rows.append(
+            {
+                "sigma_0": f"{s:g}",
+                "model": "CIF-NSF" if m == "cif-nsf" else "NSF",
+                "seeds": len(runs),
+                "ELBO (aux. for CIF)": fmt("elbo"),
+                "marginal ELBO": fmt("marginal_elbo"),
+                "log Z estimate (K=100)": fmt("log_z_iw"),
+                "modes covered": fmt("modes_covered", 1),
+                "coverage KL": fmt("coverage_kl"),
+                "far from all modes": fmt("far_fraction"),
+            }
+        )
+    return pd.DataFrame(rows).set_index(["sigma_0", "model"])
+
+
+@torch.no_grad()
+def estimator_study(
+    family: VariationalFlow,
+    target: GaussianMixture,
+    ns: Sequence[int],
+    reps: int,
+    m_rules: Sequence[str] = ("N", "sqrtN"),
+    chunk_rows: int = 200_000,
+) -> dict[str, Any]:
+    """Marginal vs auxiliary ELBO estimates as the number ``N`` of z-samples grows.
+
+    For each ``N`` and repetition: draw ``N`` samples ``(z, u)`` of the CIF; the auxiliary
+    estimate is ``mean(log p(z) - log q_aux(z, u))``; the marginal estimate is
+    ``mean(log p(z) - log q_hat_M(z))`` with ``M = N`` or ``M = ceil(sqrt N)`` u-samples
+    (float64). Returns the mean and standard deviation over ``reps`` of each estimate.
+    """
+    f64 = copy.deepcopy(family).double()
+    out: dict[str, Any] = {"n": list(ns), "reps": reps, "aux_mean": [], "aux_std": []}
+    for rule in m_rules:
+        out[f"marg_{rule}_mean"], out[f"marg_{rule}_std"] = [], []
+    for n in ns:
+        aux, marg = [], {rule: [] for rule in m_rules}
+        for _ in range(reps):
+            z, log_q = f64.sample_and_log_prob(n)
+            log_p = target.log_prob(z)
+            aux.append((log_p - log_q).mean().item())
+            for rule in m_rules:
+                m = n if rule == "N" else math.ceil(math.sqrt(n))
+                parts = z.split(max(1, chunk_rows // m))
+                log_qz = torch.cat([f64.marginal_log_prob(p, num_u_samples=m) for p in parts])
+                marg[rule].append((log_p - log_qz).mean().item())
+        out["aux_mean"].append(float(np.mean(aux)))
+        out["aux_std"].append(float(np.std(aux)))
+        for rule in m_rules:
+            out[f"marg_{rule}_mean"].append(float(np.mean(marg[rule])))
+            out[f"marg_{rule}_std"].append(float(np.std(marg[rule])))
+    return out
+
+
+def _sub_flow(family: VariationalFlow, upto: int) -> VariationalFlow:
+    """The flow made of the base and ``family.layers[:upto]`` (modules shared)."""
+    sub = VariationalFlow.__new__(VariationalFlow)
+    torch.nn.Module.__init__(sub)
+    sub.base, sub.dim = family.base, family.dim
+    sub.layers = torch.nn.ModuleList(family.layers[:upto])
+    return sub
+
+
+@torch.no_grad()
+def layer_posteriors(
+    family: VariationalFlow,
+    num_points: int = 100,
+    u_grid: Tensor | None = None,
+    num_u_samples: int = 50,
+) -> list[dict[str, Any]]:
+    """The exact posterior ``q(u_l | w_l)`` of each CIF layer against the learned
+    ``r(u_l | w_l)``, on a grid of a 1-D ``u``.
+
+    By Bayes' rule, with ``w_{l-1} = G_l^{-1}(w_l; u)``,
+
+    .. math::
+
+        q(u \\mid w_l) \\propto q_{W_{l-1}}(w_{l-1})\\, q(u \\mid w_{l-1})\\,
+        |\\det \\partial_{w_l} G_l^{-1}(w_l; u)|,
+
+    normalized by quadrature over the grid. ``q_{W_{l-1}}`` is exact for the first layer
+    (the Gaussian base) and the marginal estimate with ``num_u_samples`` for later ones.
+    Since ``q(u_{1:L} | z) = prod_l q(u_l | w_l)`` exactly, the per-layer KLs
+    ``E KL(q(u_l | w_l) || r(u_l | w_l))`` add up to the gap between the marginal and the
+    auxiliary ELBO.
+
+    Returns:
+        One dict per CIF layer: ``layer`` (position), ``kl`` and ``kl_se`` (mean and standard
+        error over ``num_points`` samples ``w_l``), and for the first 3 points the grid,
+        ``log_q`` and ``log_r`` curves (lists) for plotting.
+    """
+    f64 = copy.deepcopy(family).double()
+    grid = (torch.linspace(-6, 6, 241) if u_grid is None else u_grid).double()
+    du = (grid[1] - grid[0]).item()
+    sample = f64.forward_sample(num_points)
+    cif_positions = [i for i, layer in enumerate(f64.layers) if isinstance(layer, CIFLayer)]
+    out = []
+    for pos, step in zip(cif_positions, sample.steps):
+        if step.u.shape[1] != 1:
+            raise ValueError("layer_posteriors needs a 1-D index u")
+        layer: CIFLayer = f64.layers[pos]
+        g = grid.numel()
+        w_out = step.z.repeat_interleave(g, dim=0)
+        u = grid.repeat(num_points)[:, None]
+        w_in, logdet_inv = layer.transform.inverse(w_out, u)
+        sub = _sub_flow(f64, pos)
+        if sub.is_cif:
+            log_q_in = sub.marginal_log_prob(w_in, num_u_samples=num_u_samples)
+        else:
+            log_q_in = sub.marginal_log_prob(w_in)
+        log_joint = (log_q_in + layer.q_u.log_prob(u, w_in) + logdet_inv).reshape(num_points, g)
+        log_post = log_joint - torch.logsumexp(log_joint, dim=1, keepdim=True) - math.log(du)
+        log_r = layer.r_u.log_prob(u, w_out).reshape(num_points, g)
+        post = log_post.exp() * du
+        kl = (post * (log_post - log_r)).sum(1)
+        mean, se = mean_and_stderr(kl)
+        out.append(
+            {
+                "layer": pos,
+                "kl": mean,
+                "kl_se": se,
+                "u": grid.tolist(),
+                "log_q": log_post[:3].tolist(),
+                "log_r": log_r[:3].tolist(),
+            }
+        )
+    return out
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m cifutils.experiments mog",
+        description="VI on the 9-component Gaussian mixture: NSF vs CIF-NSF (Figure 1).",
+    )
+    p.add_argument("--model", choices=MODELS, default="cif-nsf")
+    p.add_argument("--sigma0", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", default=None, help="smoke, book or paper ($CIFUTILS_BUDGET)")
+    p.add_argument("--steps", type=int, default=None, help="override the budget's steps")
+    p.add_argument("--batch", type=int, default=None, help="override the budget's batch")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="run every (seed, model, sigma0) cell of the budget in turn, seed 0 "
+        "first; finished cells are skipped",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="with --all: only these seeds (default: the budget's mog_seeds)",
+    )
+    p.add_argument(
+        "--estimator",
+        action="store_true",
+        help="run the estimator study on the trained cell given by "
+        "--model cif-nsf --sigma0 --seed (trains it first if needed)",
+    )
+    p.add_argument("--results", default=None, help="results folder (default: results/)")
+    p.add_argument("--runs", default="runs", help="checkpoint folder (default: runs/)")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="stop after this many steps (simulates an interruption; rerun to resume)",
+    )
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--force", action="store_true", help="recompute an existing result")
+    p.add_argument(
+        "--reevaluate",
+        action="store_true",
+        help="recompute the metrics of a finished run from its final checkpoint "
+        "(same samples: the RNG state is restored) and rewrite its JSON",
+    )
+    return p.parse_args(list(argv))
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out = {}
+    if args.steps is not None:
+        out["steps"] = args.steps
+    if args.batch is not None:
+        out["batch"] = args.batch
+    return out
+
+
+def _run_one(
+    args: argparse.Namespace, model: str, sigma0: float, seed: int, root: Path
+) -> tuple[int, VariationalFlow | None]:
+    config = MogConfig.from_budget(model, sigma0, seed, args.budget, **_overrides(args))
+    if seed != 0:
+        config.stored_samples = 0
+    out = root / result_path(config.budget, model, sigma0, seed)
+    ckpt = Path(args.runs) / "mog" / config.budget / (cell_name(model, sigma0, seed) + ".pt")
+    if args.reevaluate:
+        if not ckpt.exists() or load_checkpoint(ckpt)["step"] != config.steps:
+            print(f"{cell_name(model, sigma0, seed)}: no finished checkpoint, skipped")
+            return 0, None
+        old = json.loads(out.read_text()) if out.exists() else {}
+        result, family = run_cell(config, ckpt)
+        for key in ("provenance", "wall_seconds", "ms_per_step", "resumed_at_step"):
+            if key in old:
+                result[key] = old[key]
+        result["reevaluated"] = provenance(asdict(config), "cpu")["date"]
+        write_json(out, result)
+        print(f"{out.name}: re-evaluated")
+        return 0, family
+    if out.exists() and not args.force and not args.estimator:
+        print(f"{out}: exists, skipped")
+        return 0, None
+    if args.force and ckpt.exists() and not args.estimator:
+        ckpt.unlink()
+    result, family = run_cell(config, ckpt, args.checkpoint_every, args.stop_after)
+    if result is None:
+        print(
+            f"{cell_name(model, sigma0, seed)}: stopped at step {args.stop_after}; "
+            f"checkpoint {ckpt}"
+        )
+        return 0, None
+    if not out.exists() or args.force:
+        write_json(out, result)
+    m = result["metrics"]
+    print(
+        f"{out}: ELBO {m['elbo']:.4f} +- {m['elbo_se']:.4f}, marginal "
+        f"{m['marginal_elbo']:.4f}, log Z {m['log_z_iw']:.4f}, modes {m['modes_covered']}, "
+        f"{result['ms_per_step']} ms/step"
+    )
+    return 0, family
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m cifutils.experiments mog``."""
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    torch.set_num_threads(args.threads)
+    root = Path(args.results) if args.results else results_dir()
+    budget = get_budget(args.budget)
+    if args.all:
+        for seed in args.seeds if args.seeds is not None else range(budget.mog_seeds):
+            for model in MODELS:
+                for sigma0 in SIGMA0S:
+                    _run_one(args, model, sigma0, seed, root)
+        return 0
+    rc, family = _run_one(args, args.model, args.sigma0, args.seed, root)
+    if args.estimator:
+        if family is None or not family.is_cif:
+            print("the estimator study needs a finished cif-nsf cell")
+            return 2
+        seed_everything(10_000 + args.seed)
+        ns = [n for n in (1, 10, 100, 1_000, 10_000) if n <= budget.mog_estimator_max_n]
+        t0 = time.perf_counter()
+        study = estimator_study(family, get_target("mog9"), ns, budget.mog_estimator_reps)
+        config = {
+            "model": args.model,
+            "sigma0": args.sigma0,
+            "seed": args.seed,
+            "budget": budget.name,
+            "ns": ns,
+            "reps": budget.mog_estimator_reps,
+        }
+        study.update(
+            provenance=provenance(config, "cpu"),
+            budget=budget.name,
+            wall_seconds=round(time.perf_counter() - t0, 1),
+        )
+        out = (
+            root
+            / "mog"
+            / budget.name
+            / ("estimator_" + cell_name(args.model, args.sigma0, args.seed) + ".json")
+        )
+        write_json(out, study)
+        print(f"{out}: written")
+    return rc

@@ -1,0 +1,207 @@
+"""Tests of the Gaussian-mixture experiment (cifutils.mog): CLI, resume, provenance,
+metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cifutils import mog
+from cifutils.targets import get_target
+
+
+def tiny(model: str = "cif-nsf", sigma0: float = 1.0, seed: int = 0, **kw) -> mog.MogConfig:
+    sizes = dict(
+        steps=6,
+        batch=64,
+        eval_samples=400,
+        marginal_points=40,
+        marginal_u_samples=8,
+        iw_k=20,
+        stored_samples=50,
+    )
+    sizes.update(kw)
+    return mog.MogConfig.from_budget(model, sigma0, seed, "smoke", **sizes)
+
+
+def test_parameter_counts_match_the_paper():
+    assert sum(p.numel() for p in mog.build_model("nsf", 1.0).parameters()) == 29_190
+    assert sum(p.numel() for p in mog.build_model("cif-nsf", 1.0).parameters()) == 31_680
+    with pytest.raises(ValueError, match="model"):
+        mog.build_model("maf", 1.0)
+
+
+def test_coverage_sums_to_one_and_kl_known_answers():
+    target = get_target("mog9")
+    frac, kl = mog.coverage(target, target.means.float())
+    assert math.isclose(sum(frac), 1.0) and kl == pytest.approx(0.0, abs=1e-12)
+    frac, kl = mog.coverage(target, torch.zeros(10, 2))
+    assert math.isclose(sum(frac), 1.0) and kl == pytest.approx(math.log(9))
+
+
+def test_downsample_curve_keeps_at_most_points():
+    curve = mog.downsample_curve(range(1000), np.arange(1000.0), points=300)
+    assert len(curve["step"]) == len(curve["elbo"]) == 300
+    assert curve["step"][-1] == 999
+    # Bin means of a ramp: increasing, the first bin is the mean of steps 0..3.
+    assert np.all(np.diff(curve["elbo"]) > 0) and curve["elbo"][0] == pytest.approx(1.5)
+
+
+def test_samples_round_trip():
+    z = torch.tensor([[1.234, -0.5], [0.0, 2.0]])
+    np.testing.assert_allclose(mog.decode_samples(mog.encode_samples(z)), [[1.23, -0.5], [0, 2]])
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    config = tiny()
+    full, _ = mog.run_cell(config, tmp_path / "a.pt", checkpoint_every=2, progress=False)
+    partial, _ = mog.run_cell(
+        config, tmp_path / "b.pt", checkpoint_every=2, stop_after=3, progress=False
+    )
+    assert partial is None
+    resumed, _ = mog.run_cell(config, tmp_path / "b.pt", checkpoint_every=2, progress=False)
+    assert resumed["curve"] == full["curve"]
+    assert resumed["metrics"] == full["metrics"]
+    assert resumed["samples"] == full["samples"]
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    mog.run_cell(tiny(steps=2), tmp_path / "c.pt", progress=False)
+    with pytest.raises(ValueError, match="another configuration"):
+        mog.run_cell(tiny(steps=2, seed=1), tmp_path / "c.pt", progress=False)
+
+
+@pytest.mark.parametrize("model", mog.MODELS)
+def test_metrics_sanity(model):
+    # A few more steps so that q is a reasonable proposal; sigma_0 = 1.
+    config = tiny(
+        model, steps=30, batch=128, eval_samples=2_000, marginal_points=200, marginal_u_samples=30
+    )
+    result, family = mog.run_cell(config, None, progress=False)
+    m = result["metrics"]
+    assert math.isclose(sum(m["coverage"]), 1.0, abs_tol=1e-4)
+    assert 0 <= m["coverage_kl"] <= math.log(9) + 1e-9
+    # The (auxiliary) ELBO lower-bounds log Z = 0 within Monte Carlo error.
+    assert m["elbo"] <= 3 * m["elbo_se"]
+    if model == "nsf":
+        # Exact density: the marginal ELBO is the ELBO (different samples).
+        assert abs(m["marginal_elbo"] - m["elbo"]) < 4 * math.hypot(
+            m["elbo_se"], m["marginal_elbo_se"]
+        )
+    else:
+        # marginal ELBO >= auxiliary ELBO, up to MC error (and the upward bias of the
+        # finite-M estimator only helps).
+        assert m["marginal_elbo"] >= m["elbo"] - 4 * math.hypot(m["elbo_se"], m["marginal_elbo_se"])
+    for key in ("elbo", "marginal_elbo", "log_z_iw", "log_z_all"):
+        assert math.isfinite(m[key])
+    assert result["num_parameters"] == (31_680 if model == "cif-nsf" else 29_190)
+
+
+def test_cli_writes_json_with_provenance(tmp_path, capsys):
+    from cifutils.experiments import main
+
+    args = [
+        "mog",
+        "--model",
+        "nsf",
+        "--sigma0",
+        "10",
+        "--seed",
+        "1",
+        "--budget",
+        "smoke",
+        "--steps",
+        "3",
+        "--results",
+        str(tmp_path / "res"),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--threads",
+        "1",
+    ]
+    assert main(args) == 0
+    path = tmp_path / "res" / "mog" / "smoke" / "nsf_sigma10_seed1.json"
+    result = json.loads(path.read_text())
+    prov = result["provenance"]
+    for key in ("git_commit", "device", "torch_version", "date", "config", "num_threads"):
+        assert key in prov
+    assert prov["config"]["steps"] == 3 and prov["config"]["sigma0"] == 10.0
+    assert result["seed"] == 1 and result["budget"] == "smoke"
+    assert result["samples"] is None  # only seed 0 keeps samples
+    assert result["wall_seconds"] > 0 and len(result["curve"]["step"]) == 3
+    assert (tmp_path / "runs" / "mog" / "smoke" / "nsf_sigma10_seed1.pt").exists()
+    # A second call finds the result and skips the cell.
+    assert main(args) == 0
+    assert "skipped" in capsys.readouterr().out
+    # Re-evaluating from the final checkpoint restores the RNG: the same metrics.
+    assert main([*args, "--reevaluate"]) == 0
+    again = json.loads(path.read_text())
+    assert again["metrics"] == result["metrics"] and "reevaluated" in again
+    assert 0 <= again["metrics"]["far_fraction"] <= 1
+
+
+def test_cli_interrupted_run_resumes(tmp_path):
+    from cifutils.experiments import main
+
+    common = [
+        "mog",
+        "--model",
+        "cif-nsf",
+        "--budget",
+        "smoke",
+        "--steps",
+        "4",
+        "--checkpoint-every",
+        "1",
+        "--threads",
+        "1",
+        "--runs",
+        str(tmp_path / "runs"),
+    ]
+    assert main(common + ["--results", str(tmp_path / "a")]) == 0
+    assert (
+        main(
+            common
+            + [
+                "--results",
+                str(tmp_path / "b"),
+                "--runs",
+                str(tmp_path / "r2"),
+                "--stop-after",
+                "2",
+            ]
+        )
+        == 0
+    )
+    rel = "mog/smoke/cif-nsf_sigma1_seed0.json"
+    assert not (tmp_path / "b" / rel).exists()
+    assert main(common + ["--results", str(tmp_path / "b"), "--runs", str(tmp_path / "r2")]) == 0
+    a = json.loads((tmp_path / "a" / rel).read_text())
+    b = json.loads((tmp_path / "b" / rel).read_text())
+    assert a["metrics"] == b["metrics"] and a["curve"] == b["curve"]
+
+
+def test_estimator_study_shapes_and_bias_direction():
+    torch.manual_seed(0)
+    family = mog.build_model("cif-nsf", 1.0)
+    study = mog.estimator_study(family, get_target("mog9"), [1, 16], reps=3)
+    for key in ("aux_mean", "aux_std", "marg_N_mean", "marg_N_std", "marg_sqrtN_mean"):
+        assert len(study[key]) == 2 and all(math.isfinite(v) for v in study[key])
+
+
+def test_layer_posteriors_are_normalized_and_kl_nonnegative():
+    torch.manual_seed(0)
+    family = mog.build_model("cif-nsf", 1.0)
+    out = mog.layer_posteriors(
+        family, num_points=4, u_grid=torch.linspace(-8, 8, 161), num_u_samples=4
+    )
+    assert len(out) == 5
+    for layer in out:
+        du = layer["u"][1] - layer["u"][0]
+        mass = np.exp(np.array(layer["log_q"])).sum(1) * du
+        np.testing.assert_allclose(mass, 1.0, rtol=1e-6)
+        assert layer["kl"] > -1e-6
