@@ -1,0 +1,268 @@
+"""A faster forward pass for the autoregressive rational-quadratic spline layer.
+
+:class:`FastRQAutoregressive` is a subclass of nflows'
+``MaskedPiecewiseRationalQuadraticAutoregressiveTransform`` with the *same* parameters (same
+names, same initialization) and the *same* function; only ``forward`` is rewritten:
+
+* the MADE is evaluated with direct ``F.linear`` calls on the masked weights;
+* the spline is evaluated for every entry at the input clamped to ``[-B, B]`` and the linear
+  (identity) tails are selected with ``torch.where``, instead of nflows' boolean-mask
+  gathers and scatters (slow in both the forward and the backward pass);
+* widths and heights share one softmax and one cumulative sum; the bin lookup compares
+  against the ``K - 1`` interior knots only; the bin's two knots and two derivatives are
+  picked with two ``gather`` calls and no full-size slicing;
+* no ``min``/``max`` domain check (the clamp makes it unnecessary).
+
+``inverse`` is inherited unchanged from nflows (it is used only for evaluation).
+:class:`FastImageRNet` does the same for the CIF-VAE's auxiliary network ``r(u | w, x)``.
+:func:`accelerate` swaps these layers into an existing model in place, keeping the weights,
+so a model built with a seed is the same model with or without the fast path.
+
+References:
+    Durkan, Bekasov, Murray, Papamakarios. Neural Spline Flows. NeurIPS 2019 (eqs. 4-5).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from nflows.transforms.autoregressive import (
+    MaskedPiecewiseRationalQuadraticAutoregressiveTransform as _NflowsRQ,
+)
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .vae import ImageRNet
+
+__all__ = [
+    "rq_spline_forward",
+    "FastRQAutoregressive",
+    "FastImageRNet",
+    "accelerate",
+    "set_compile",
+]
+
+#: Opt-in: run the fused layer through ``torch.compile`` (env ``CIFUTILS_COMPILE=1``). Off by
+#: default: the first call compiles for tens of seconds and needs a C++ compiler.
+COMPILE = os.environ.get("CIFUTILS_COMPILE", "0") not in ("", "0")
+_COMPILED = None
+
+
+def set_compile(enabled: bool) -> None:
+    """Turn the ``torch.compile`` path of :class:`FastRQAutoregressive` on or off."""
+    global COMPILE
+    COMPILE = bool(enabled)
+
+
+def _made_spline(inputs, weights, biases, masks, num_bins, tail_bound, scale, mins):
+    """The residual MADE (no context) and the spline as one function of tensors, so that
+    ``torch.compile`` traces it once for all layers (weights are inputs, not constants)."""
+    h = F.linear(inputs, weights[0] * masks[0], biases[0])
+    for i in range(1, len(weights) - 1, 2):
+        t = F.linear(F.relu(h), weights[i] * masks[i], biases[i])
+        h = h + F.linear(F.relu(t), weights[i + 1] * masks[i + 1], biases[i + 1])
+    params = F.linear(h, weights[-1] * masks[-1], biases[-1])
+    n, d = inputs.shape
+    return rq_spline_forward(inputs, params.view(n, d, -1), num_bins, tail_bound, scale, *mins)
+
+
+def rq_spline_forward(
+    inputs: Tensor,
+    params: Tensor,
+    num_bins: int,
+    tail_bound: float,
+    scale: float = 1.0,
+    min_bin_width: float = 1e-3,
+    min_bin_height: float = 1e-3,
+    min_derivative: float = 1e-3,
+) -> tuple[Tensor, Tensor]:
+    """Monotone rational-quadratic spline on ``[-B, B]`` with identity tails, elementwise.
+
+    Args:
+        inputs: ``(N, D)``.
+        params: ``(N, D, 3K - 1)``: unnormalized widths, heights (both divided by
+            ``scale``), then the ``K - 1`` interior unnormalized derivatives.
+        num_bins: ``K``.
+        tail_bound: ``B``.
+        scale: divisor of the width and height logits (nflows: sqrt of the MADE width).
+
+    Returns:
+        ``outputs (N, D)`` and ``logabsdet (N,)`` (summed over ``D``), equal to nflows'
+        ``unconstrained_rational_quadratic_spline`` with ``tails="linear"``.
+    """
+    k, b = num_bins, float(tail_bound)
+    n, d = inputs.shape
+    inside = (inputs >= -b) & (inputs <= b)
+    x = inputs.clamp(-b, b)
+    logits, ud = params.split([2 * k, k - 1], dim=-1)
+    logits = logits.reshape(n, d, 2, k)  # widths and heights together: one softmax
+    if scale != 1.0:
+        logits = logits / scale
+    mins = logits.new_tensor([[min_bin_width], [min_bin_height]])
+    # softmax by hand: aten's softmax is several times slower over a last axis of size K
+    expo = torch.exp(logits - logits.amax(dim=-1, keepdim=True))
+    sizes = mins + (1 - mins * k) * (expo / expo.sum(dim=-1, keepdim=True))
+    cum = 2 * b * torch.cumsum(sizes, dim=-1) + (-b)  # (N, D, 2, K); last entry ~ B
+    edge = torch.full_like(cum[..., :1], b)
+    knots = torch.cat([-edge, cum[..., :-1], edge], dim=-1)  # (N, D, 2, K + 1), exact ends
+    idx = (x.unsqueeze(-1) >= cum[..., 0, :-1]).sum(-1, keepdim=True)  # bin 0..K-1, (N, D, 1)
+    pair = torch.cat([idx, idx + 1], dim=-1)  # left and right knot of the bin
+    kx, ky = knots.gather(-1, pair.unsqueeze(-2).expand(n, d, 2, 2)).unbind(-2)
+    cw, w = kx[..., 0], kx[..., 1] - kx[..., 0]
+    ch, h = ky[..., 0], ky[..., 1] - ky[..., 0]
+    # Boundary derivatives: softplus of the constant nflows pads with, i.e. 1 - min_derivative.
+    end = torch.full_like(ud[..., :1], math.log(math.expm1(1 - min_derivative)))
+    derivs = min_derivative + F.softplus(torch.cat([end, ud, end], dim=-1))  # (N, D, K + 1)
+    d0, d1 = derivs.gather(-1, pair).unbind(-1)
+    dl = h / w
+    theta = (x - cw) / w
+    t1t = theta * (1 - theta)
+    denominator = dl + (d0 + d1 - 2 * dl) * t1t
+    outputs = ch + h * (dl * theta.pow(2) + d0 * t1t) / denominator
+    numerator = dl.pow(2) * (d1 * theta.pow(2) + 2 * dl * t1t + d0 * (1 - theta).pow(2))
+    logabsdet = torch.log(numerator) - 2 * torch.log(denominator)
+    outputs = torch.where(inside, outputs, inputs)
+    logabsdet = torch.where(inside, logabsdet, torch.zeros_like(logabsdet))
+    return outputs, logabsdet.sum(-1)
+
+
+class FastRQAutoregressive(_NflowsRQ):
+    """nflows' masked autoregressive RQ-spline transform with a fused forward pass.
+
+    Supports the configuration used in this library: linear tails, residual MADE blocks,
+    no batch norm, no dropout. ``forward(x, context)`` returns ``(y (N, D), logabsdet (N,))``
+    equal (to float rounding) to the parent's; ``inverse`` is the parent's.
+    """
+
+    def _made(self, inputs: Tensor, context: Tensor | None) -> Tensor:
+        made = self.autoregressive_net
+        first = made.initial_layer
+        h = F.linear(inputs, first.weight * first.mask, first.bias)
+        if context is not None:
+            h = h + made.activation(made.context_layer(context))
+        for block in made.blocks:
+            l0, l1 = block.linear_layers
+            t = F.linear(made.activation(h), l0.weight * l0.mask, l0.bias)
+            if context is not None:
+                t = t + block.context_layer(context)
+            h = h + F.linear(block.activation(t), l1.weight * l1.mask, l1.bias)
+        last = made.final_layer
+        return F.linear(h, last.weight * last.mask, last.bias)
+
+    def _logit_scale(self) -> float:
+        # nflows divides the width/height logits by sqrt(hidden) only when the net has a
+        # ``hidden_features`` attribute, which its MADE does not: the divisor is then 1.
+        hidden = getattr(self.autoregressive_net, "hidden_features", None)
+        return math.sqrt(hidden) if hidden is not None else 1.0
+
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if self.tails != "linear" or not self.autoregressive_net.use_residual_blocks:
+            return super().forward(inputs, context)
+        made = self.autoregressive_net
+        if COMPILE and context is None and made.activation is F.relu:
+            global _COMPILED
+            if _COMPILED is None:
+                _COMPILED = torch.compile(_made_spline, dynamic=False)
+            layers = [made.initial_layer]
+            layers += [lin for block in made.blocks for lin in block.linear_layers]
+            layers.append(made.final_layer)
+            return _COMPILED(
+                inputs,
+                [lin.weight for lin in layers],
+                [lin.bias for lin in layers],
+                [lin.mask for lin in layers],
+                self.num_bins,
+                float(self.tail_bound),
+                self._logit_scale(),
+                (self.min_bin_width, self.min_bin_height, self.min_derivative),
+            )
+        n, d = inputs.shape
+        params = self._made(inputs, context).view(n, d, self._output_dim_multiplier())
+        return rq_spline_forward(
+            inputs,
+            params,
+            self.num_bins,
+            self.tail_bound,
+            self._logit_scale(),
+            self.min_bin_width,
+            self.min_bin_height,
+            self.min_derivative,
+        )
+
+
+_PATCH_CACHE: list = [None, None, -1]  # [image tensor, its patches, its version]
+
+
+def _image_patches(x: Tensor) -> Tensor:
+    """``(N * 196, 16)``: the 4x4 stride-2 patches of ``x (N, 1, 28, 28)`` (zero padding 1),
+    position-major. The ten CIF layers of one forward pass get the same image tensor, so the
+    last result is reused while that very tensor (same object, unmodified) comes back."""
+    if _PATCH_CACHE[0] is x and _PATCH_CACHE[2] == x._version:
+        return _PATCH_CACHE[1]
+    patches = F.unfold(x, 4, padding=1, stride=2).transpose(1, 2).reshape(-1, 16)
+    _PATCH_CACHE[:] = [x, patches, x._version]
+    return patches
+
+
+class FastImageRNet(ImageRNet):
+    """:class:`~cifutils.vae.ImageRNet` (the CIF-VAE's ``r(u | w, x)`` network) computed by
+    linearity: the same parameters and function, far less convolution work.
+
+    The convolution of the two stacked channels is the sum of a convolution of the image and
+    one of ``upsample(Linear(w))``. The latter is affine in ``w``: it equals ``w @ A + c``,
+    with ``A`` and ``c`` obtained by pushing the ``d + 1`` points ``0, e_1, ..., e_d``
+    through Linear, upsampling and convolution (``d + 1`` small images, not one per row).
+    The image part is one matrix product with the image's patches, shared by all layers.
+    Hidden units are kept position-major; the output layer's weight is permuted to match.
+    """
+
+    def forward(self, w: Tensor, context: Tensor | None = None) -> Tensor:
+        if context is None:
+            raise ValueError("ImageRNet needs the image x as context")
+        n, d = w.shape
+        points = torch.cat([w.new_zeros(1, d), torch.eye(d, dtype=w.dtype, device=w.device)])
+        grid = F.interpolate(
+            self.embed(points).view(-1, 1, 7, 7),
+            size=(28, 28),
+            mode="bilinear",
+            align_corners=False,
+        )
+        maps = F.conv2d(grid, self.conv.weight[:, :1], stride=2, padding=1)  # (d + 1, 8, 14, 14)
+        maps = maps.flatten(2).transpose(1, 2).reshape(d + 1, -1)  # position-major (196 x 8)
+        offset, slope = maps[:1], maps[1:] - maps[:1]
+        patches = _image_patches(context.reshape(-1, 1, 28, 28).to(w.dtype))
+        kernel = self.conv.weight[:, 1].reshape(8, 16)
+        image = torch.addmm(self.conv.bias, patches, kernel.T).reshape(n, -1)
+        h = torch.tanh(torch.addmm(image + offset, w, slope))
+        out_w = self.out.weight.view(-1, 8, 196).transpose(1, 2).reshape(self.out.out_features, -1)
+        return F.linear(h, out_w, self.out.bias)
+
+
+def _supported(layer: nn.Module) -> bool:
+    made = layer.autoregressive_net
+    return (
+        layer.tails == "linear"
+        and made.use_residual_blocks
+        and not getattr(made, "use_batch_norm", False)
+        and all(
+            getattr(b, "dropout", nn.Identity()).p == 0.0 if hasattr(b, "dropout") else True
+            for b in made.blocks
+        )
+    )
+
+
+def accelerate(module: nn.Module) -> nn.Module:
+    """Replace, in place, every nflows masked RQ-autoregressive layer inside ``module`` by
+    :class:`FastRQAutoregressive` holding the same submodules and weights. Returns ``module``.
+
+    The class of each layer object is changed, not the object, so parameter names, optimizer
+    state and checkpoints are unaffected.
+    """
+    for sub in module.modules():
+        if type(sub) is _NflowsRQ and _supported(sub):
+            sub.__class__ = FastRQAutoregressive
+        elif type(sub) is ImageRNet:
+            sub.__class__ = FastImageRNet
+    return module

@@ -1,0 +1,444 @@
+"""The VAE experiment (Table 1): training with early stopping, checkpoints, test evaluation.
+
+Command line (through the dispatcher)::
+
+    python -m cifutils.experiments vae --dataset mnist --posterior cif-nsf --seed 0 \\
+        --budget paper [--epochs 5] [--test-k 100 1000] [--test-limit N]
+
+A run lives in ``runs/vae/<name>/checkpoint.pt`` (ignored by git) and is checkpointed
+atomically after every epoch with the model, the optimizer, every random-number state, the
+early-stopping state, the history and the best-validation weights; running the same command
+again resumes it, losing at most the epoch in flight. ``--epochs N`` stops this invocation
+after ``N`` more epochs (for a long run done in pieces). When the invocation ends, the
+best-validation weights are evaluated on the test set and ``results/vae/<name>.json`` is
+written with provenance; ``"complete"`` says whether training had finished (early stop or
+the epoch cap) or was only partly run.
+
+Training follows REFERENCE.md (Experiment 2): Adam 1e-3, batch 100, one ELBO sample per
+image, gradient-norm clip 5, up to ``budget.vae_max_epochs`` epochs, early stopping after
+``budget.vae_patience`` epochs without a better validation ELBO.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .budgets import get_budget
+from .data import load_binarized
+from .flows import num_parameters
+from .objectives import mean_and_stderr
+from .results import provenance, results_dir, write_json
+from .training import (
+    NonFiniteError,
+    load_checkpoint,
+    progress_enabled,
+    save_checkpoint,
+    seed_everything,
+)
+from .vae import POSTERIORS, VAE, iw_log_likelihood, make_vae
+
+__all__ = [
+    "VAEConfig",
+    "train",
+    "evaluate",
+    "amortization_gap",
+    "auxiliary_gap",
+    "run",
+    "main",
+    "SLIDES_TABLE1",
+    "collect_results",
+    "table1",
+]
+
+
+@dataclass
+class VAEConfig:
+    """Everything that defines a run (stored in checkpoints and results)."""
+
+    dataset: str = "mnist"
+    posterior: str = "gaussian"
+    seed: int = 0
+    budget: str = "book"
+    max_epochs: int = 3
+    patience: int = 3
+    train_limit: int | None = None
+    batch_size: int = 100
+    lr: float = 1e-3
+    clip: float = 5.0
+    latent: int = 20
+    fast: bool = True
+    test_k: list[int] = field(default_factory=lambda: [100])
+    test_limit: int | None = None
+    large_k_limit: int | None = None
+    gap_images: int = 0
+    amortization_steps: int = 0
+
+    @classmethod
+    def from_budget(cls, budget: str | None = None, **kw) -> VAEConfig:
+        b = get_budget(budget)
+        base = dict(
+            budget=b.name,
+            max_epochs=b.vae_max_epochs,
+            patience=b.vae_patience,
+            train_limit=b.vae_train_limit,
+            test_k=[b.vae_test_k],
+            test_limit=b.vae_test_limit,
+        )
+        return cls(**{**base, **kw})
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}-{self.posterior}-seed{self.seed}-{self.budget}"
+
+
+def _epoch(vae: VAE, data, opt, cfg: VAEConfig, gen: torch.Generator, train: bool) -> float:
+    """One pass over ``data``: trains when ``train``; returns the mean (auxiliary) ELBO."""
+    total, count = 0.0, 0
+    params = [p for p in vae.parameters() if p.requires_grad]
+    for x in data.batches(cfg.batch_size, shuffle=train, generator=gen):
+        with torch.set_grad_enabled(train):
+            elbo = vae.elbo(x)
+        if train:
+            loss = -elbo.mean()
+            if not torch.isfinite(loss):
+                raise NonFiniteError(f"{cfg.name}: non-finite training loss")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+            opt.step()
+        total, count = total + elbo.detach().sum().item(), count + x.shape[0]
+    return total / count
+
+
+def train(
+    cfg: VAEConfig, run_dir: str | Path, epochs: int | None = None, splits=None, log=print
+) -> tuple[VAE, dict]:
+    """Train (or resume) the run in ``run_dir`` for at most ``epochs`` more epochs.
+
+    Returns the VAE holding the *best-validation* weights and the checkpoint state (epoch,
+    history, early-stopping state, ``done``)."""
+    path = Path(run_dir) / "checkpoint.pt"
+    splits = splits or load_binarized(cfg.dataset, limit=cfg.train_limit)
+    seed_everything(cfg.seed)
+    vae = make_vae(cfg.posterior, cfg.latent, fast=cfg.fast)
+    opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr, fused=True)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    state = {
+        "epoch": 0,
+        "best_val": -float("inf"),
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "done": False,
+        "seconds": 0.0,
+        "history": {"train_elbo": [], "val_elbo": [], "epoch_s": []},
+    }
+    if path.exists():
+        ckpt = load_checkpoint(path)
+        eval_only = {"test_k", "test_limit", "large_k_limit", "gap_images", "amortization_steps"}
+        diff = [k for k, v in asdict(cfg).items() if k not in eval_only and ckpt["config"][k] != v]
+        if diff:
+            raise ValueError(
+                f"{path} was trained with other settings ({diff}); use another runs dir"
+            )
+        vae.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["data_rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        state, best = ckpt["state"], ckpt["best_model"]
+        log(f"resumed {cfg.name} after epoch {state['epoch']}")
+    else:
+        best = copy.deepcopy(vae.state_dict())
+    done_now = 0
+    while not state["done"] and (epochs is None or done_now < epochs):
+        t0 = time.perf_counter()
+        vae.train()
+        tr = _epoch(vae, splits.train, opt, cfg, gen, train=True)
+        vae.eval()
+        val = _epoch(vae, splits.val, opt, cfg, gen, train=False)
+        state["epoch"] += 1
+        done_now += 1
+        if val > state["best_val"]:
+            state.update(best_val=val, best_epoch=state["epoch"], bad_epochs=0)
+            best = copy.deepcopy(vae.state_dict())
+        else:
+            state["bad_epochs"] += 1
+        state["done"] = state["bad_epochs"] >= cfg.patience or state["epoch"] >= cfg.max_epochs
+        seconds = time.perf_counter() - t0
+        state["seconds"] += seconds
+        for key, value in (("train_elbo", tr), ("val_elbo", val), ("epoch_s", seconds)):
+            state["history"][key].append(value)
+        save_checkpoint(
+            path,
+            {
+                "config": asdict(cfg),
+                "model": vae.state_dict(),
+                "optimizer": opt.state_dict(),
+                "data_rng": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "state": state,
+                "best_model": best,
+            },
+        )
+        if progress_enabled():
+            log(
+                f"{cfg.name} epoch {state['epoch']}: train ELBO {tr:.2f}, val ELBO {val:.2f} "
+                f"({seconds:.0f} s)"
+            )
+    vae.load_state_dict(best)
+    return vae.eval(), state
+
+
+@torch.no_grad()
+def auxiliary_gap(
+    vae: VAE, images: torch.Tensor, num_z: int = 5, num_u: int = 50
+) -> tuple[float, float]:
+    """CIF only: mean and stderr of ``log q_aux(z, u) - log q_Z(z)`` over ``z ~ q(. | x)``,
+    i.e. the estimated looseness of the auxiliary ELBO against the marginal ELBO,
+    ``E_q[KL(q(u | z, x) || r(u | z, x))]``. ``log q_Z`` is the ``num_u``-sample
+    importance-sampling estimate (in float64), biased low, so the gap is biased low too."""
+    post = copy.deepcopy(vae.posterior).double()
+    x = images.double()
+    out = post.forward_sample(num_z, x)
+    rows = x.repeat_interleave(num_z, dim=0)
+    log_marginal = post.marginal_log_prob(out.z, rows, num_u_samples=num_u)
+    return mean_and_stderr(out.log_q - log_marginal)
+
+
+def amortization_gap(
+    vae: VAE,
+    images: torch.Tensor,
+    steps: int = 100,
+    num_samples: int = 10,
+    eval_samples: int = 500,
+    lr: float = 1e-3,
+) -> tuple[float, float]:
+    """Mean and stderr over ``images`` of ``ELBO(q_x*) - ELBO(q)``, where ``q_x*`` is the
+    posterior network fine-tuned on the single image ``x`` for ``steps`` Adam steps with the
+    decoder fixed: an estimate (from below) of the amortization gap of Cremer et al. (2018)."""
+    gaps = []
+    for x in images.split(1):
+        local = copy.deepcopy(vae)
+        local.decoder.requires_grad_(False)
+        with torch.no_grad():
+            before = local.log_weights(x, eval_samples).mean()
+        opt = torch.optim.Adam(local.posterior.parameters(), lr=lr)
+        for _ in range(steps):
+            loss = -local.log_weights(x, num_samples).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            gaps.append(local.log_weights(x, eval_samples).mean() - before)
+    return mean_and_stderr(torch.stack(gaps))
+
+
+def evaluate(vae: VAE, cfg: VAEConfig, splits=None, seed: int = 1234) -> dict:
+    """Test metrics of the (best-validation) ``vae``: the IW bound for each K in
+    ``cfg.test_k``, the test ELBO and, when asked, the gaps. Seeded, so repeatable."""
+    splits = splits or load_binarized(cfg.dataset, limit=cfg.train_limit)
+    test = splits.test
+    n = len(test) if cfg.test_limit is None else min(cfg.test_limit, len(test))
+    gen = torch.Generator().manual_seed(seed)
+    images = test.binarize(torch.arange(n), generator=gen)
+    torch.manual_seed(seed)
+    metrics: dict = {"test_images": n}
+    with torch.no_grad():
+        mean, se = mean_and_stderr(torch.cat([vae.elbo(b) for b in images.split(cfg.batch_size)]))
+    metrics["test_elbo"] = {"mean": mean, "stderr": se}
+    for k in cfg.test_k:
+        use = images if k <= 100 or cfg.large_k_limit is None else images[: cfg.large_k_limit]
+        mean, se, _ = iw_log_likelihood(vae, use, k, batch_size=max(1, 10_000 // k), chunk_size=100)
+        metrics[f"test_iw_k{k}"] = {"mean": mean, "stderr": se, "images": use.shape[0]}
+    subset = images[: cfg.gap_images]
+    if cfg.gap_images and vae.posterior.is_cif:
+        mean, se = auxiliary_gap(vae, subset)
+        metrics["aux_vs_marginal_gap"] = {"mean": mean, "stderr": se, "images": cfg.gap_images}
+    if cfg.gap_images and cfg.amortization_steps:
+        mean, se = amortization_gap(vae, subset, steps=cfg.amortization_steps)
+        metrics["amortization_gap"] = {
+            "mean": mean,
+            "stderr": se,
+            "images": cfg.gap_images,
+            "steps": cfg.amortization_steps,
+        }
+    return metrics
+
+
+def run(
+    cfg: VAEConfig,
+    runs_dir: str | Path = "runs/vae",
+    out_dir: str | Path | None = None,
+    epochs: int | None = None,
+    do_eval: bool = True,
+    log=print,
+) -> dict:
+    """Train/resume, evaluate, and write ``<out_dir>/<name>.json``; returns the record."""
+    splits = load_binarized(cfg.dataset, limit=cfg.train_limit)
+    start = time.perf_counter()
+    vae, state = train(cfg, Path(runs_dir) / cfg.name, epochs, splits, log)
+    record = {
+        "provenance": provenance(asdict(cfg), "cpu"),
+        "name": cfg.name,
+        "dataset": cfg.dataset,
+        "posterior": cfg.posterior,
+        "seed": cfg.seed,
+        "budget": cfg.budget,
+        "parameters": num_parameters(vae),
+        "epochs_run": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "complete": state["done"],
+        "stopped_early": state["done"] and state["epoch"] < cfg.max_epochs,
+        "train_images": len(splits.train),
+        "train_seconds": state["seconds"],
+        "best_val_elbo": state["best_val"],
+        "history": state["history"],
+    }
+    if do_eval:
+        t0 = time.perf_counter()
+        record["metrics"] = evaluate(vae, cfg, splits)
+        record["eval_seconds"] = time.perf_counter() - t0
+        out = Path(out_dir) if out_dir is not None else results_dir() / "vae"
+        write_json(out / f"{cfg.name}.json", record)
+    record["invocation_seconds"] = time.perf_counter() - start
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m cifutils.experiments vae",
+        description="Train and evaluate one VAE of Table 1 (resumable).",
+    )
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    p.add_argument("--posterior", choices=POSTERIORS, default="gaussian")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--budget", default=None, help="smoke | book | paper (default: $CIFUTILS_BUDGET)"
+    )
+    p.add_argument("--epochs", type=int, default=None, help="stop this invocation after N epochs")
+    p.add_argument("--test-k", type=int, nargs="+", default=None, help="K of the IW bound(s)")
+    p.add_argument("--test-limit", type=int, default=None, help="test images (default: all)")
+    p.add_argument(
+        "--large-k-limit",
+        type=int,
+        default=None,
+        help="evaluate K > 100 on only the first N of the test images",
+    )
+    p.add_argument("--gap-images", type=int, default=0, help="test images for the gap estimates")
+    p.add_argument("--amortization-steps", type=int, default=0)
+    p.add_argument("--runs-dir", default="runs/vae")
+    p.add_argument("--out-dir", default=None, help="default: results/vae")
+    p.add_argument("--no-eval", action="store_true", help="train only; write no JSON")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 is as fast for these small layers and robust on a "
+        "shared machine, where 2 threads can be several times slower)",
+    )
+    p.add_argument("--nflows", action="store_true", help="nflows' own spline layers (slower)")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    kw = dict(
+        dataset=a.dataset,
+        posterior=a.posterior,
+        seed=a.seed,
+        fast=not a.nflows,
+        gap_images=a.gap_images,
+        amortization_steps=a.amortization_steps,
+        large_k_limit=a.large_k_limit,
+    )
+    if a.test_k:
+        kw["test_k"] = a.test_k
+    if a.test_limit is not None:
+        kw["test_limit"] = a.test_limit
+    cfg = VAEConfig.from_budget(a.budget, **kw)
+    rec = run(cfg, a.runs_dir, a.out_dir, a.epochs, not a.no_eval)
+    line = {k: rec[k] for k in ("name", "parameters", "epochs_run", "best_epoch", "complete")}
+    print(line)
+    for key, value in rec.get("metrics", {}).items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+#: Table 1 of the slides: test log-likelihood (nats), mean and std over three runs.
+SLIDES_TABLE1 = {
+    ("mnist", "gaussian"): (-87.37, 0.15),
+    ("mnist", "nsf"): (-82.95, 0.11),
+    ("mnist", "cif-nsf"): (-82.22, 0.13),
+    ("fashion-mnist", "gaussian"): (-217.82, 0.07),
+    ("fashion-mnist", "nsf"): (-215.45, 0.08),
+    ("fashion-mnist", "cif-nsf"): (-214.50, 0.11),
+}
+
+
+def collect_results(
+    budgets=("paper",), seeds=(0, 1, 2), metric: str = "test_iw_k100"
+) -> list[dict]:
+    """The committed ``results/vae`` records of every (dataset, posterior) cell of Table 1,
+    one row per found run: dataset, posterior, seed, budget, epochs, complete, metric mean
+    and stderr, test images, device."""
+    from .results import load_result
+
+    fetch = not (results_dir() / "vae").exists()  # on Colab: fetch committed files
+    rows = []
+    for dataset, posterior in SLIDES_TABLE1:
+        for budget in budgets:
+            for seed in seeds:
+                rec = load_result(f"vae/{dataset}-{posterior}-seed{seed}-{budget}.json", fetch)
+                if rec is None or metric not in rec.get("metrics", {}):
+                    continue
+                m = rec["metrics"][metric]
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "posterior": posterior,
+                        "seed": seed,
+                        "budget": budget,
+                        "epochs": rec["epochs_run"],
+                        "max_epochs": rec["provenance"]["config"]["max_epochs"],
+                        "complete": rec["complete"],
+                        "mean": m["mean"],
+                        "stderr": m["stderr"],
+                        "test_images": m.get("images", rec["metrics"]["test_images"]),
+                        "device": rec["provenance"]["device"],
+                    }
+                )
+    return rows
+
+
+def table1(rows: list[dict]):
+    """Table 1 as a pandas DataFrame: ours (mean over seeds, with the spread over seeds if
+    several, else the test-set standard error) next to the slides' values."""
+    import pandas as pd
+
+    out = []
+    for (dataset, posterior), (ref, ref_sd) in SLIDES_TABLE1.items():
+        cell = [r for r in rows if r["dataset"] == dataset and r["posterior"] == posterior]
+        if cell:
+            means = np.array([r["mean"] for r in cell])
+            spread = means.std(ddof=1) if len(cell) > 1 else cell[0]["stderr"]
+            ours = f"{means.mean():.2f} ± {spread:.2f}"
+            epochs = ", ".join(str(r["epochs"]) for r in cell)
+            note = (
+                f"{cell[0]['budget']}; {len(cell)} seed(s); {epochs} of "
+                f"{cell[0]['max_epochs']} epochs; {cell[0]['test_images']:,} test images"
+            )
+        else:
+            ours, note = "not run", ""
+        out.append(
+            {
+                "dataset": dataset,
+                "posterior": posterior,
+                "ours": ours,
+                "slides": f"{ref:.2f} ± {ref_sd:.2f}",
+                "run": note,
+            }
+        )
+    return pd.DataFrame(out)

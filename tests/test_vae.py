@@ -1,0 +1,244 @@
+"""Tests of the VAE chapter's code: models, the fast spline path, training and evaluation."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cifutils import vae_experiment as vx
+from cifutils.data import BinarizedImages, BinarizedSplits
+from cifutils.fast import FastRQAutoregressive, accelerate, rq_spline_forward
+from cifutils.flows import num_parameters, rq_autoregressive_step
+from cifutils.vae import ImageRNet, iw_log_likelihood, make_vae
+
+
+def _perturbed_step(dtype: torch.dtype, seed: int = 0, hidden: int = 44):
+    torch.manual_seed(seed)
+    step = rq_autoregressive_step(20, hidden, 8, 3.0, 2).to(dtype)
+    with torch.no_grad():  # move away from the near-identity initialization
+        for p in step.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return step
+
+
+def _inputs(dtype: torch.dtype, n: int = 400) -> torch.Tensor:
+    x = 2.5 * torch.randn(n, 20, dtype=dtype)  # about a quarter lies in the linear tails
+    x[0, :4] = torch.tensor([-3.0, 3.0, -3.0001, 3.0001], dtype=dtype)  # the boundaries
+    return x
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_fast_spline_equals_nflows(dtype, tol):
+    slow = _perturbed_step(dtype)
+    fast = accelerate(copy.deepcopy(slow))
+    assert type(fast) is FastRQAutoregressive
+    x = _inputs(dtype)
+    y0, l0 = slow(x)
+    y1, l1 = fast(x)
+    assert l1.shape == (x.shape[0],)
+    torch.testing.assert_close(y1, y0, atol=tol, rtol=tol)
+    torch.testing.assert_close(l1, l0, atol=tol, rtol=tol)
+    g0 = torch.autograd.grad((y0.sum() + l0.sum()), list(slow.parameters()))
+    g1 = torch.autograd.grad((y1.sum() + l1.sum()), list(fast.parameters()))
+    for a, b in zip(g0, g1):
+        torch.testing.assert_close(b, a, atol=100 * tol, rtol=100 * tol)
+
+
+def test_fast_spline_inverse_round_trip():
+    fast = accelerate(_perturbed_step(torch.float64))
+    x = _inputs(torch.float64)
+    y, lad = fast(x)
+    x_back, lad_inv = fast.inverse(y)
+    torch.testing.assert_close(x_back, x, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(lad_inv, -lad, atol=1e-6, rtol=1e-6)
+
+
+def test_spline_is_identity_in_the_tails():
+    params = torch.randn(5, 3, 23)
+    x = torch.tensor([[-5.0, 4.0, 10.0]]).repeat(5, 1)
+    y, lad = rq_spline_forward(x, params, 8, 3.0)
+    assert torch.equal(y, x) and torch.equal(lad, torch.zeros(5))
+
+
+def test_accelerate_keeps_weights_and_function():
+    torch.manual_seed(3)
+    slow = make_vae("cif-nsf", fast=False)
+    torch.manual_seed(3)
+    fast = make_vae("cif-nsf", fast=True)
+    assert slow.state_dict().keys() == fast.state_dict().keys()
+    for a, b in zip(slow.state_dict().values(), fast.state_dict().values()):
+        assert torch.equal(a, b)
+    x = (torch.rand(4, 1, 28, 28) < 0.3).float()
+    torch.manual_seed(0)
+    w0 = slow.log_weights(x, 3)
+    torch.manual_seed(0)
+    w1 = fast.log_weights(x, 3)
+    torch.testing.assert_close(w1, w0, atol=1e-3, rtol=1e-5)
+
+
+def test_parameter_counts_match_the_paper():
+    counts = {k: num_parameters(make_vae(k)) for k in ("gaussian", "nsf", "cif-nsf")}
+    assert counts == {"gaussian": 95_953, "nsf": 391_393, "cif-nsf": 381_843}
+    for kind, paper in (("gaussian", 96e3), ("nsf", 396e3), ("cif-nsf", 386e3)):
+        assert abs(counts[kind] / paper - 1) < 0.03
+    assert abs(counts["cif-nsf"] / counts["nsf"] - 1) < 0.03
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "nsf", "cif-nsf"])
+def test_shapes_and_bounds(kind):
+    torch.manual_seed(0)
+    vae = make_vae(kind)
+    x = (torch.rand(3, 1, 28, 28) < 0.3).float()
+    assert vae.log_weights(x, 5).shape == (3, 5)
+    assert vae.elbo(x).shape == (3,)
+    assert vae.reconstruct(x).shape == (3, 1, 28, 28)
+    assert vae.sample(2).shape == (2, 1, 28, 28)
+    # A log-likelihood of a binary image is below 0, and the K-sample bound is at most
+    # log-mean-exp of its own weights, which is >= their mean (Jensen), chunking included.
+    torch.manual_seed(1)
+    mean, se, per_image = iw_log_likelihood(vae, x, num_samples=50, chunk_size=20)
+    assert per_image.shape == (3,) and se > 0 and mean < 0
+    torch.manual_seed(1)
+    w = torch.cat([vae.log_weights(x, 20), vae.log_weights(x, 20), vae.log_weights(x, 10)], 1)
+    torch.testing.assert_close(per_image, torch.logsumexp(w, 1) - np.log(50))
+    assert (per_image >= w.mean(1) - 1e-4).all()
+
+
+def test_r_net_uses_the_image():
+    net = ImageRNet(20, 2)
+    w = torch.randn(6, 20)
+    x = (torch.rand(6, 1, 28, 28) < 0.5).float()
+    out = net(w, x)
+    assert out.shape == (6, 4)
+    assert not torch.allclose(out, net(w, 1 - x))
+
+
+def _fake_splits(n: int = 100, seed: int = 0) -> BinarizedSplits:
+    rng = np.random.default_rng(seed)
+
+    def make(m: int) -> BinarizedImages:
+        return BinarizedImages(rng.integers(0, 256, size=(m, 28, 28), dtype=np.uint8))
+
+    return BinarizedSplits(train=make(n), val=make(n // 2), test=make(n // 2))
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    cfg = vx.VAEConfig(posterior="cif-nsf", max_epochs=2, patience=5, batch_size=50)
+    splits = _fake_splits()
+    full, s_full = vx.train(cfg, tmp_path / "a", splits=splits, log=lambda *_: None)
+    part, s_part = vx.train(cfg, tmp_path / "b", epochs=1, splits=splits, log=lambda *_: None)
+    assert s_part["epoch"] == 1 and not s_part["done"]
+    resumed, s_res = vx.train(cfg, tmp_path / "b", splits=splits, log=lambda *_: None)
+    assert s_res["epoch"] == s_full["epoch"] == 2 and s_res["done"]
+    assert s_res["history"] == s_full["history"] | {"epoch_s": s_res["history"]["epoch_s"]}
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    ckpt = vx.load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert {"model", "optimizer", "data_rng", "torch_rng", "state", "best_model"} <= ckpt.keys()
+    with pytest.raises(ValueError, match="other settings"):
+        vx.train(vx.VAEConfig(posterior="nsf", max_epochs=2), tmp_path / "b", splits=splits)
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch):
+    vals = iter([-100.0, -90.0, -95.0, -96.0, -80.0])  # epoch 2 best; 2 bad epochs follow
+
+    def fake_epoch(vae, data, opt, cfg, gen, train):
+        return -200.0 if train else next(vals)
+
+    monkeypatch.setattr(vx, "_epoch", fake_epoch)
+    cfg = vx.VAEConfig(max_epochs=10, patience=2)
+    _, state = vx.train(cfg, tmp_path, splits=_fake_splits(20), log=lambda *_: None)
+    assert state["done"] and state["epoch"] == 4 and state["best_epoch"] == 2
+    assert state["best_val"] == -90.0
+
+
+def test_command_line_writes_result(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(vx, "load_binarized", lambda *a, **k: _fake_splits(100))
+    argv = [
+        "--posterior",
+        "nsf",
+        "--budget",
+        "smoke",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--out-dir",
+        str(tmp_path / "out"),
+        "--test-k",
+        "5",
+        "200",
+        "--test-limit",
+        "20",
+        "--large-k-limit",
+        "8",
+    ]
+    assert vx.main(argv) == 0
+    rec = json.loads((tmp_path / "out" / "mnist-nsf-seed0-smoke.json").read_text())
+    assert rec["budget"] == "smoke" and rec["epochs_run"] == 1 and rec["complete"]
+    assert rec["provenance"]["config"]["posterior"] == "nsf"
+    assert {"git_commit", "torch_version", "device", "date"} <= rec["provenance"].keys()
+    m = rec["metrics"]
+    assert m["test_images"] == 20 and m["test_iw_k200"]["images"] == 8
+    assert m["test_iw_k5"]["mean"] > m["test_elbo"]["mean"] - 3 * m["test_elbo"]["stderr"]
+    assert "mnist-nsf-seed0-smoke" in capsys.readouterr().out
+
+
+def test_gap_estimates_run():
+    torch.manual_seed(0)
+    vae = make_vae("cif-nsf")
+    x = (torch.rand(2, 1, 28, 28) < 0.3).float()
+    mean, se = vx.auxiliary_gap(vae, x, num_z=2, num_u=5)
+    assert np.isfinite(mean) and se >= 0
+    mean, se = vx.amortization_gap(vae, x, steps=2, num_samples=2, eval_samples=10)
+    assert np.isfinite(mean)
+
+
+def test_real_loader_feeds_the_model(tmp_path):
+    from cifutils.data import DataNotFoundError, load_binarized
+
+    try:
+        splits = load_binarized("mnist", limit=50, download=False)
+    except DataNotFoundError:
+        pytest.skip("MNIST files not present (set CIFUTILS_DATA)")
+    x = next(splits.train.batches(10))
+    assert x.shape == (10, 1, 28, 28) and set(x.unique().tolist()) <= {0.0, 1.0}
+    assert make_vae("gaussian").elbo(x).shape == (10,)
+
+
+def test_fast_r_net_equals_the_convolutional_one():
+    from cifutils.fast import FastImageRNet
+
+    torch.manual_seed(0)
+    slow = ImageRNet(20, 2).double()
+    fast = accelerate(copy.deepcopy(slow))
+    assert type(fast) is FastImageRNet
+    w = torch.randn(30, 20, dtype=torch.float64)
+    x = (torch.rand(30, 1, 28, 28) < 0.4).double()
+    torch.testing.assert_close(fast(w, x), slow(w, x))
+    g0 = torch.autograd.grad(slow(w, x).pow(2).sum(), list(slow.parameters()))
+    g1 = torch.autograd.grad(fast(w, x).pow(2).sum(), list(fast.parameters()))
+    for a, b in zip(g0, g1):
+        torch.testing.assert_close(b, a)
+    x[:, :, :14] = 1 - x[:, :, :14]  # in place: the cached patches must not be reused
+    torch.testing.assert_close(fast(w, x), slow(w, x))
+
+
+def test_compiled_fast_path_equals_nflows():
+    from cifutils.fast import set_compile
+
+    slow = _perturbed_step(torch.float32, hidden=16)
+    fast = accelerate(copy.deepcopy(slow))
+    x = _inputs(torch.float32, n=64)
+    set_compile(True)
+    try:
+        y1, l1 = fast(x)
+    except Exception as err:  # no working C++ toolchain: the eager path is the default
+        pytest.skip(f"torch.compile unavailable here: {type(err).__name__}")
+    finally:
+        set_compile(False)
+    y0, l0 = slow(x)
+    torch.testing.assert_close(y1, y0, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(l1, l0, atol=1e-4, rtol=1e-4)
