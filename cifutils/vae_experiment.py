@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-#: Table 1 of the slides: test log-likelihood (nats), mean and std over three runs.
+#: The slides' Table 1 -- test log-likelihood in nats, mean and std over three runs.
 SLIDES_TABLE1 = {
     ("mnist", "gaussian"): (-87.37, 0.15),
     ("mnist", "nsf"): (-82.95, 0.11),
