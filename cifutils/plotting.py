@@ -337,6 +337,253 @@ def plot_rq_spline(
     return ax
 
 
+# chapters 1-2, figure assembly and small numerical helpers of the notebooks
+
+__all__ += [
+    "as_gaussian",
+    "monte_carlo_kl",
+    "fit_family",
+    "pull_back",
+    "off_mode_fraction",
+    "grid_mass",
+    "plot_fits",
+    "plot_histories",
+    "plot_amortized_posterior",
+    "plot_rq_spline_derivative",
+    "plot_curves",
+    "plot_log_stretch",
+]
+
+
+def as_gaussian(family) -> torch.distributions.MultivariateNormal:
+    """The Gaussian ``N(b, L L^T)`` of a ``"full-gaussian"`` family (one
+    :class:`~cifutils.flows.LowerTriangularAffine` layer on a standard normal base),
+    detached from the graph."""
+    layer = family.layers[0]
+    return torch.distributions.MultivariateNormal(
+        layer.shift.detach(), scale_tril=layer.matrix().detach()
+    )
+
+
+@torch.no_grad()
+def monte_carlo_kl(p, q, num_samples: int) -> float:
+    """Monte Carlo ``KL(p || q)`` from ``num_samples`` draws of ``p``; ``p`` and ``q`` are
+    :mod:`torch.distributions` objects (``sample`` and ``log_prob``)."""
+    z = p.sample((num_samples,))
+    return (p.log_prob(z) - q.log_prob(z)).mean().item()
+
+
+def fit_family(
+    kind: str,
+    log_p: Callable[[Tensor], Tensor],
+    steps: int,
+    num_samples: int,
+    lr: float,
+    seed: int = 0,
+    dim: int = 2,
+    **family_kw,
+):
+    """Seed, build ``make_family(kind, dim, **family_kw)`` and fit it to ``log_p`` with
+    :func:`~cifutils.training.fit_vi` (no progress bar): ``(family, history)``."""
+    from .families import make_family
+    from .training import fit_vi, seed_everything
+
+    seed_everything(seed)
+    family = make_family(kind, dim, **family_kw)
+    history = fit_vi(family, log_p, steps, num_samples=num_samples, lr=lr, progress=False)
+    return family, history
+
+
+@torch.no_grad()
+def pull_back(flow, z: Tensor) -> tuple[Tensor, Tensor]:
+    """``w = g^{-1}(z)`` and ``log|det J_{g^{-1}}(z)|`` (both per row of ``z (n, d)``) for a
+    :class:`~cifutils.families.VariationalFlow` without CIF layers, through the layers'
+    inverses (use float64 for autoregressive splines)."""
+    if flow.is_cif:
+        raise ValueError("pull_back needs an explicit flow; a CIF has no single inverse")
+    w, logdet = z, torch.zeros(len(z), dtype=z.dtype, device=z.device)
+    for layer in reversed(flow.layers):
+        w, term = layer.inverse(w)
+        logdet = logdet + term
+    return w, logdet
+
+
+def off_mode_fraction(z: Tensor, means: Tensor, radius: float) -> float:
+    """Fraction of the samples ``z (n, d)`` farther than ``radius`` from every row of
+    ``means (k, d)``."""
+    distance = torch.cdist(z.detach().double(), means.double()).min(dim=1).values
+    return (distance > radius).double().mean().item()
+
+
+def grid_mass(
+    log_prob: Callable[[Tensor], Tensor],
+    bounds: Bounds,
+    n: int = 200,
+    dtype: torch.dtype = torch.float32,
+) -> float:
+    """Riemann sum of ``exp(log_prob)`` over the :func:`grid_points` grid: about 1 for a
+    normalized 2-D density whose mass lies inside ``bounds``."""
+    xs, ys, values = evaluate_on_grid(log_prob, bounds, n, dtype=dtype)
+    cell = (xs[1] - xs[0]) * (ys[1] - ys[0])
+    return torch.tensor(values).logsumexp((0, 1)).exp().item() * cell
+
+
+def plot_fits(
+    target_log_prob: Callable[[Tensor], Tensor],
+    fits: dict,
+    bounds: Bounds,
+    axes=None,
+    samples: int | None = None,
+    max_points: int = 2_000,
+    figsize: tuple[float, float] | None = None,
+    sharey: bool = False,
+):
+    """One panel per entry ``title -> q`` of ``fits``: the target density in grey with, on
+    top, either the contours of ``q.log_prob`` (``samples=None``) or ``samples`` draws of
+    ``q`` (a family with ``sample(n)``) scattered in orange with a KDE.
+
+    Draws on ``axes`` when given (the caller lays out the figure), otherwise on a new row of
+    panels (``figsize``, ``sharey``), laid out tightly.
+
+    Returns:
+        The axes.
+    """
+    new = axes is None
+    if new:
+        fig, axes = plt.subplots(1, len(fits), figsize=figsize, sharey=sharey, squeeze=False)
+        axes = axes[0]
+    for ax, (title, q) in zip(axes, fits.items()):
+        plot_density(target_log_prob, ax, bounds=bounds, cmap="Greys", title=title)
+        if samples is None:
+            plot_density(q.log_prob, ax, bounds=bounds, kind="contour", levels=5, cmap="autumn")
+        else:
+            with torch.no_grad():
+                z = q.sample(samples)
+            plot_samples(z, ax, bounds=bounds, color="C1", max_points=max_points, title=title)
+    if new:
+        fig.tight_layout()
+    return axes
+
+
+def plot_histories(
+    histories: dict,
+    ax=None,
+    references: dict | None = None,
+    reference_styles: Sequence[str] = ("--", ":"),
+    smooth: int = 20,
+    ylim: tuple[float, float] | None = None,
+):
+    """ELBO curves (``label -> History``; solid, dashed, dash-dotted in turn) with
+    horizontal reference lines (``label -> value``; black, then red, in ``reference_styles``)
+    and a legend. See :func:`plot_history` for ``smooth`` and ``ylim``.
+
+    Returns:
+        The axes.
+    """
+    ax = _ax(ax)
+    for i, (label, history) in enumerate(histories.items()):
+        style = ("-", "--", "-.")[i % 3]
+        plot_history(history, ax, label=label, smooth=smooth, ylim=ylim, ls=style)
+    for i, (label, value) in enumerate((references or {}).items()):
+        style = reference_styles[i % len(reference_styles)]
+        ax.axhline(value, color=("k", "C3", "C2")[i % 3], ls=style, lw=1, label=label)
+    ax.legend()
+    return ax
+
+
+@torch.no_grad()
+def plot_amortized_posterior(base, exact_slope: float, ax=None, limit: float = 4.0, n: int = 50):
+    """The first coordinate of an amortized Gaussian ``q(z | x)`` (``base.params(x)`` gives
+    mean and log-std) along ``x = (x_1, 0)``, ``x_1`` in ``[-limit, limit]``: mean +- std
+    against the exact posterior mean ``exact_slope * x_1`` (dashed).
+
+    Returns:
+        The axes.
+    """
+    ax = _ax(ax)
+    xs = torch.linspace(-limit, limit, n)
+    mean, log_std = base.params(torch.stack([xs, torch.zeros_like(xs)], dim=1))
+    mean, std = mean[:, 0], log_std[:, 0].exp()
+    ax.plot(xs, exact_slope * xs, "k--", label="exact posterior mean")
+    ax.plot(xs, mean, label="encoder mean")
+    ax.fill_between(xs, mean - std, mean + std, alpha=0.3, label="encoder mean ± std")
+    ax.set(xlabel="$x_1$ (with $x_2 = 0$)", ylabel="$z_1$")
+    ax.legend()
+    return ax
+
+
+@torch.no_grad()
+def plot_rq_spline_derivative(
+    unnormalized_widths: Tensor,
+    unnormalized_heights: Tensor,
+    unnormalized_derivatives: Tensor,
+    tail_bound: float = 3.0,
+    ax=None,
+    extent: float | None = None,
+    n: int = 901,
+):
+    """The derivative ``g'(x)`` (log axis) of the spline of :func:`plot_rq_spline` on
+    ``[-extent, extent]`` (default ``1.5 * B``), with ``[-B, B]`` shaded.
+
+    Returns:
+        The axes.
+    """
+    from nflows.transforms.splines.rational_quadratic import unconstrained_rational_quadratic_spline
+
+    ax = _ax(ax)
+    bound = float(tail_bound)
+    extent = 1.5 * bound if extent is None else float(extent)
+    x = torch.linspace(-extent, extent, n, dtype=torch.float64)
+    params = [
+        torch.as_tensor(t, dtype=torch.float64).expand(n, -1)
+        for t in (unnormalized_widths, unnormalized_heights, unnormalized_derivatives)
+    ]
+    _, logabsdet = unconstrained_rational_quadratic_spline(x, *params, tail_bound=bound)
+    ax.plot(x, logabsdet.exp())
+    ax.axvspan(-bound, bound, color="0.92", zorder=0)
+    ax.set(xlabel="input $x$", ylabel="derivative $g'(x)$", yscale="log")
+    return ax
+
+
+def plot_curves(
+    x: Tensor,
+    curves: dict,
+    ax=None,
+    styles: Sequence[str] = ("k", "C1", "C0--", "C2:"),
+    fontsize: float = 8,
+):
+    """Curves ``label -> values`` over a common ``x``, in the matplotlib format strings
+    ``styles`` (in turn), with a legend.
+
+    Returns:
+        The axes.
+    """
+    ax = _ax(ax)
+    x = torch.as_tensor(x).detach().cpu()
+    for (label, values), style in zip(curves.items(), styles):
+        ax.plot(x, torch.as_tensor(values).detach().cpu(), style, label=label)
+    ax.legend(fontsize=fontsize)
+    return ax
+
+
+def plot_log_stretch(flow, bounds: Bounds, ax=None, n: int = 141, cmap: str = "magma"):
+    """The log volume stretch ``log|det J_g(w)|`` at ``w = g^{-1}(z)`` of an explicit
+    ``flow`` (see :func:`pull_back`; float64 recommended) over the ``bounds`` window, as an
+    image with a colour bar.
+
+    Returns:
+        The axes.
+    """
+    ax = _ax(ax)
+    dtype = next(flow.parameters()).dtype
+    _, _, stretch = evaluate_on_grid(lambda z: -pull_back(flow, z)[1], bounds, n, dtype=dtype)
+    image = ax.imshow(stretch, origin="lower", extent=bounds, cmap=cmap)
+    label = r"$\log|\det J_g(w)|$ at $w = g^{-1}(z)$"
+    ax.figure.colorbar(image, ax=ax, label=label)
+    ax.set(xlabel="$z_1$", ylabel="$z_2$", title="log volume stretch of the flow")
+    return ax
+
+
 # --- chapter 5 (the Gaussian-mixture experiment) ---------------------------------------------
 
 __all__ += [
