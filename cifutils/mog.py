@@ -34,6 +34,7 @@ import json
 import math
 import random
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -65,8 +66,14 @@ __all__ = [
     "evaluate",
     "run_cell",
     "load_cell",
+    "committed_results",
     "collect_results",
+    "provenance_note",
+    "compare_models",
+    "check_claims",
+    "findings",
     "summary_table",
+    "side_by_side",
     "encode_samples",
     "decode_samples",
     "estimator_study",
@@ -386,6 +393,28 @@ def load_cell(
     return None
 
 
+def committed_results(
+    source: str, seeds: Sequence[int] | None = None, fetch: bool | None = None
+) -> dict[tuple[str, float, int], dict[str, Any]]:
+    """The committed results of budget ``source`` under ``results/mog/<source>/``:
+    ``(model, sigma0, seed) -> result`` for every cell found (seeds ``0 .. mog_seeds - 1``
+    unless ``seeds`` is given). Nothing is trained; missing cells are simply absent.
+    ``fetch`` (default: only outside a checkout, e.g. on Colab) also tries the repository."""
+    from .results import load_result
+
+    if fetch is None:
+        fetch = not results_dir().is_dir()
+    seeds = range(get_budget(source).mog_seeds) if seeds is None else seeds
+    found = {}
+    for seed in seeds:
+        for m in MODELS:
+            for s in SIGMA0S:
+                r = load_result(result_path(source, m, s, seed), fetch=fetch)
+                if r is not None:
+                    found[(m, s, seed)] = r
+    return found
+
+
 def collect_results(
     budget: str, sources: Sequence[str] = ("paper", "book"), progress: bool | None = None
 ) -> tuple[str, dict[tuple[str, float, int], dict[str, Any]]]:
@@ -396,25 +425,10 @@ def collect_results(
     Returns:
         The budget the results came from and ``(model, sigma0, seed) -> result``.
     """
-    from .results import load_result
-
-    # Fetch from the repository only outside a checkout (e.g. on Colab).
-    fetch = not results_dir().is_dir()
     for source in sources:
-        first = {
-            (m, s): load_result(result_path(source, m, s, 0), fetch=fetch)
-            for m in MODELS
-            for s in SIGMA0S
-        }
-        if all(r is not None for r in first.values()):
-            found = {(m, s, 0): r for (m, s), r in first.items()}
-            for seed in range(1, get_budget(source).mog_seeds):
-                for m in MODELS:
-                    for s in SIGMA0S:
-                        r = load_result(result_path(source, m, s, seed), fetch=fetch)
-                        if r is not None:
-                            found[(m, s, seed)] = r
-            return source, found
+        first = committed_results(source, seeds=[0])
+        if len(first) == len(MODELS) * len(SIGMA0S):
+            return source, committed_results(source)
     live = {}
     for m in MODELS:
         for s in SIGMA0S:
@@ -424,9 +438,172 @@ def collect_results(
     return get_budget(budget).name, live
 
 
-def summary_table(results: dict[tuple[str, float, int], dict[str, Any]]):
+def _seeds_text(seeds: Sequence[int]) -> str:
+    seeds = sorted(set(seeds))
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(s) for s in seeds)
+
+
+def _wrap(text: str, width: int | None, indent: str = "    ") -> str:
+    """``text`` broken at spaces into lines of at most ``width`` characters (None: one line);
+    continuation lines start with ``indent``."""
+    if width is None:
+        return text
+    return textwrap.fill(text, width, subsequent_indent=indent, break_long_words=False)
+
+
+def provenance_note(
+    results: dict[tuple[str, float, int], dict[str, Any]], label: str = "", width: int | None = 70
+) -> str:
+    """Where ``results`` came from, read from their own records: budget (steps x samples
+    per step), seeds and number of runs, device(s), torch version(s) and commit(s), after
+    ``label``, e.g. ``"budget paper (20,000 steps x 1,000 samples), seed 0, 6 runs, device
+    cpu, torch 2.13.0+cpu, commits 5751343, ..."``, wrapped at ``width`` characters."""
+    prefix = f"{label} " if label else ""
+    if not results:
+        return prefix + "no results"
+    runs = list(results.values())
+    budgets = sorted({r["budget"] for r in runs})
+    sizes = sorted({(r["config"]["steps"], r["config"]["batch"]) for r in runs})
+    size = "; ".join(f"{a:,} steps x {b:,} samples" for a, b in sizes)
+    seeds = _seeds_text([seed for _, _, seed in results])
+    devices = ", ".join(sorted({r["provenance"]["device"] for r in runs}))
+    torches = ", ".join(sorted({r["provenance"]["torch_version"] for r in runs}))
+    commits = sorted({r["provenance"]["git_commit"][:7] for r in runs})
+    text = (
+        f"budget {'/'.join(budgets)} ({size}), {seeds}, {len(runs)} runs, "
+        f"device {devices}, torch {torches}, "
+        f"commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}"
+    )
+    return _wrap(prefix + text, width)
+
+
+def _values(results: dict, model: str, sigma0: float, key: str) -> np.ndarray | None:
+    """The metric ``key`` of every seed of one cell, in seed order (None if a run lacks it)."""
+    runs = [r["metrics"] for (m, s, _), r in sorted(results.items()) if (m, s) == (model, sigma0)]
+    if any(key not in r for r in runs):
+        return None
+    return np.array([r[key] for r in runs], dtype=float)
+
+
+def _mean_and_error(results: dict, model: str, sigma0: float) -> tuple[float, float, int]:
+    """Mean ELBO over seeds and its standard error: across seeds when there are several,
+    else the Monte Carlo standard error of the one run."""
+    v = _values(results, model, sigma0, "elbo")
+    if v.size > 1:
+        return float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.size)), int(v.size)
+    return float(v[0]), float(_values(results, model, sigma0, "elbo_se")[0]), 1
+
+
+def _present(results: dict, model: str, sigma0: float) -> bool:
+    return any((m, s) == (model, sigma0) for m, s, _ in results)
+
+
+def compare_models(
+    results: dict[tuple[str, float, int], dict[str, Any]], z: float = 2.0
+) -> dict[float, dict[str, Any]]:
+    """Per ``sigma_0`` with runs of both models: the mean ELBO of each model, the
+    difference CIF-NSF minus NSF with its standard error, and the verdict ``"cif-nsf"``,
+    ``"nsf"`` or ``"tie"`` (a difference within ``z`` standard errors). The standard error
+    is across seeds when every model has several, else the Monte Carlo error of single runs
+    (which ignores seed-to-seed variation: one seed decides about that run, not the method).
+    """
+    out = {}
+    for s in SIGMA0S:
+        if not all(_present(results, m, s) for m in MODELS):
+            continue
+        (a, ea, na), (b, eb, nb) = (_mean_and_error(results, m, s) for m in MODELS)
+        diff, se = a - b, math.hypot(ea, eb)
+        verdict = "tie" if abs(diff) <= z * se else ("cif-nsf" if diff > 0 else "nsf")
+        out[s] = {
+            "elbo": {"cif-nsf": a, "nsf": b},
+            "diff": diff,
+            "se": se,
+            "seeds": min(na, nb),
+            "verdict": verdict,
+        }
+    return out
+
+
+def check_claims(
+    results: dict[tuple[str, float, int], dict[str, Any]],
+) -> dict[str, bool | None]:
+    """The slides' qualitative claims about Figure 1, each checked on ``results`` (means
+    over the seeds found; "significantly" means by more than 2 standard errors, see
+    :func:`compare_models`). A claim is None when a cell it needs has no run."""
+    have = {(m, s): _present(results, m, s) for m in MODELS for s in SIGMA0S}
+    mean = {k: _mean_and_error(results, *k) for k, ok in have.items() if ok}
+    complete = all(have.values())
+    cmp = compare_models(results)
+
+    def nsf_lower(s: float) -> bool | None:
+        if ("nsf", s) not in mean or ("nsf", 1.0) not in mean:
+            return None
+        (lo, e_lo, _), (hi, e_hi, _) = mean["nsf", s], mean["nsf", 1.0]
+        return bool(hi - lo > 2 * math.hypot(e_lo, e_hi))
+
+    def spread(m: str) -> float:
+        return float(np.ptp([mean[m, s][0] for s in SIGMA0S]))
+
+    return {
+        "CIF-NSF covers all 9 modes at every sigma_0, every run": all(
+            (_values(results, "cif-nsf", s, "modes_covered") == 9).all() for s in SIGMA0S
+        )
+        if complete
+        else None,
+        "CIF-NSF's ELBO varies less over sigma_0 than NSF's": (
+            spread("cif-nsf") < spread("nsf") if complete else None
+        ),
+        "NSF's ELBO is significantly lower at sigma_0 = 0.1 than at 1": nsf_lower(0.1),
+        "NSF's ELBO is significantly lower at sigma_0 = 10 than at 1": nsf_lower(10.0),
+        "CIF-NSF's ELBO is significantly above NSF's at every sigma_0": (
+            all(c["verdict"] == "cif-nsf" for c in cmp.values()) if complete else None
+        ),
+        "CIF-NSF's ELBO is significantly below NSF's at no sigma_0": (
+            all(c["verdict"] != "nsf" for c in cmp.values()) if complete else None
+        ),
+    }
+
+
+def findings(
+    results: dict[tuple[str, float, int], dict[str, Any]], width: int | None = 70
+) -> list[str]:
+    """One entry per ``sigma_0`` saying, from ``results``, which model has the higher ELBO
+    (or a tie), how many modes each covers (per seed) and what share of its samples lies
+    far (over 4 standard deviations) from every mode; wrapped at ``width`` characters."""
+    names = {"cif-nsf": "CIF-NSF", "nsf": "NSF"}
+    lines = []
+    cmp = compare_models(results)
+    for s in SIGMA0S:
+        if s not in cmp:
+            missing = [names[m] for m in MODELS if not _present(results, m, s)]
+            lines.append(_wrap(f"sigma_0 = {s:g}: no run of {' or '.join(missing)}", width))
+            continue
+        c = cmp[s]
+        err = "seed-to-seed" if c["seeds"] > 1 else "Monte Carlo, one run"
+        if c["verdict"] == "tie":
+            verdict = f"tie (difference {c['diff']:+.3f} within 2 standard errors, {err})"
+        else:
+            verdict = (
+                f"{names[c['verdict']]} higher by {abs(c['diff']):.3f} nats "
+                f"(> 2 standard errors of {c['se']:.3f}, {err})"
+            )
+        parts = []
+        for m in MODELS:
+            modes = "/".join(f"{v:.0f}" for v in _values(results, m, s, "modes_covered"))
+            far = _values(results, m, s, "far_fraction")
+            far_text = "n/a" if far is None else f"{100 * far.mean():.1f}%"
+            parts.append(f"{names[m]} {modes} modes, {far_text} far")
+        elbos = ", ".join(f"{names[m]} {c['elbo'][m]:.3f}" for m in MODELS)
+        lines.append(_wrap(f"sigma_0 = {s:g}: ELBO {elbos}: {verdict}; {'; '.join(parts)}", width))
+    return lines
+
+
+def summary_table(
+    results: dict[tuple[str, float, int], dict[str, Any]], columns: Sequence[str] | None = None
+):
     """A pandas table over ``sigma_0`` x model: mean +- std over seeds of the ELBO, the
-    marginal ELBO, the ``log Z`` estimate, the modes covered and the coverage KL."""
+    marginal ELBO, the ``log Z`` estimate, the modes covered, the coverage KL and the
+    share of samples far from every mode (only ``columns`` of them when given)."""
     import pandas as pd
 
     rows = []
@@ -439,7 +616,7 @@ def summary_table(results: dict[tuple[str, float, int], dict[str, Any]]):
                 return "n/a"
             v = np.array([r[key] for r in runs], dtype=float)
             if v.size == 1:
-                return f"{v[0]:.{digits}f}"
+                return f"{v[0]:.{0 if key == 'modes_covered' else digits}f}"
             return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
         rows.append(
@@ -455,7 +632,24 @@ def summary_table(results: dict[tuple[str, float, int], dict[str, Any]]):
                 "far from all modes": fmt("far_fraction"),
             }
         )
-    return pd.DataFrame(rows).set_index(["sigma_0", "model"])
+    table = pd.DataFrame(rows).set_index(["sigma_0", "model"])
+    return table if columns is None else table[list(columns)]
+
+
+def side_by_side(
+    named: dict[str, dict[tuple[str, float, int], dict[str, Any]]],
+    columns: Sequence[str] = (
+        "seeds",
+        "ELBO (aux. for CIF)",
+        "modes covered",
+        "far from all modes",
+    ),
+):
+    """Several :func:`summary_table` s next to each other, one column group per entry of
+    ``named`` (label -> results), e.g. ``{"paper, seed 0": ..., "book, 3 seeds": ...}``."""
+    import pandas as pd
+
+    return pd.concat([summary_table(r, columns) for r in named.values()], axis=1, keys=list(named))
 
 
 @torch.no_grad()

@@ -205,3 +205,110 @@ def test_layer_posteriors_are_normalized_and_kl_nonnegative():
         mass = np.exp(np.array(layer["log_q"])).sum(1) * du
         np.testing.assert_allclose(mass, 1.0, rtol=1e-6)
         assert layer["kl"] > -1e-6
+
+
+def fake_results(elbos: dict, seeds=(0,), modes=9, se=0.01, budget="book", device="cpu"):
+    """Synthetic results: ``elbos[(model, sigma0)]`` is a list with one ELBO per seed."""
+    out = {}
+    for (m, s), values in elbos.items():
+        for seed, value in zip(seeds, values):
+            out[(m, s, seed)] = {
+                "budget": budget,
+                "config": {"steps": 2_000, "batch": 500},
+                "provenance": {"device": device, "torch_version": "2.x", "git_commit": "abcdef123"},
+                "metrics": {
+                    "elbo": value,
+                    "elbo_se": se,
+                    "modes_covered": modes if m == "cif-nsf" else 9 - (s != 1.0),
+                    "far_fraction": 0.5 if (m, s) == ("nsf", 10.0) else 0.0,
+                },
+            }
+    return out
+
+
+def test_provenance_note_reads_budget_seeds_and_device():
+    res = fake_results(
+        {(m, s): [-0.1, -0.2, -0.3] for m in mog.MODELS for s in mog.SIGMA0S},
+        seeds=(0, 1, 2),
+        device="cuda:0",
+    )
+    note = mog.provenance_note(res, width=None)
+    assert "budget book (2,000 steps x 500 samples)" in note
+    assert "seeds 0, 1, 2, 18 runs" in note and "device cuda:0" in note
+    assert "commit abcdef1" in note
+
+
+def test_compare_models_verdicts_use_the_right_standard_error():
+    # One seed: Monte Carlo error 0.01 each, so 0.1 apart is significant, 0.02 is a tie.
+    elbos = {
+        ("cif-nsf", 0.1): [-0.1],
+        ("nsf", 0.1): [-0.2],
+        ("cif-nsf", 1.0): [-0.21],
+        ("nsf", 1.0): [-0.19],
+        ("cif-nsf", 10.0): [-0.5],
+        ("nsf", 10.0): [-0.1],
+    }
+    cmp = mog.compare_models(fake_results(elbos))
+    assert [cmp[s]["verdict"] for s in mog.SIGMA0S] == ["cif-nsf", "tie", "nsf"]
+    assert cmp[1.0]["se"] == pytest.approx(math.hypot(0.01, 0.01)) and cmp[1.0]["seeds"] == 1
+    # Three seeds: the error is across seeds (std / sqrt(3)), not the Monte Carlo one.
+    spread = {k: [v[0] - 0.3, v[0], v[0] + 0.3] for k, v in elbos.items()}
+    cmp = mog.compare_models(fake_results(spread, seeds=(0, 1, 2)))
+    assert cmp[0.1]["verdict"] == "tie" and cmp[0.1]["seeds"] == 3
+    assert cmp[0.1]["se"] == pytest.approx(math.hypot(0.3, 0.3) / math.sqrt(3))
+
+
+def test_check_claims_and_findings_follow_the_numbers():
+    good = {("cif-nsf", s): [-0.1] for s in mog.SIGMA0S}
+    good.update({("nsf", 0.1): [-1.5], ("nsf", 1.0): [-0.2], ("nsf", 10.0): [-900.0]})
+    claims = mog.check_claims(fake_results(good))
+    assert all(claims.values()), claims
+    bad = {k: [-0.1] for k in good}  # everything tied
+    claims = mog.check_claims(fake_results(bad, modes=6))
+    assert not claims["CIF-NSF covers all 9 modes at every sigma_0, every run"]
+    assert not claims["NSF's ELBO is significantly lower at sigma_0 = 10 than at 1"]
+    assert claims["CIF-NSF's ELBO is significantly below NSF's at no sigma_0"]
+    lines = mog.findings(fake_results(good), width=None)
+    assert len(lines) == 3 and "CIF-NSF higher" in lines[2] and "50.0% far" in lines[2]
+    assert "Monte Carlo, one run" in lines[0]
+
+
+def test_summary_table_and_side_by_side():
+    elbos = {(m, s): [-0.1, -0.3] for m in mog.MODELS for s in mog.SIGMA0S}
+    res = fake_results(elbos, seeds=(0, 1))
+    table = mog.summary_table(res, ["seeds", "ELBO (aux. for CIF)"])
+    assert list(table.columns) == ["seeds", "ELBO (aux. for CIF)"]
+    assert table.loc[("1", "NSF"), "ELBO (aux. for CIF)"] == "-0.200 ± 0.141"
+    both = mog.side_by_side({"a": res, "b": fake_results({k: [-0.1] for k in elbos})})
+    assert list(both.columns.levels[0]) == ["a", "b"] and len(both) == 6
+
+
+def test_committed_results_loads_without_training(tmp_path, monkeypatch):
+    from cifutils import results as results_mod
+
+    monkeypatch.setattr(results_mod, "results_dir", lambda: tmp_path)
+    monkeypatch.setattr(mog, "results_dir", lambda: tmp_path)
+    assert mog.committed_results("book") == {}
+    path = tmp_path / mog.result_path("book", "nsf", 10.0, 2)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"seed": 2}))
+    assert mog.committed_results("book") == {("nsf", 10.0, 2): {"seed": 2}}
+
+
+def test_claims_and_findings_with_a_missing_cell():
+    elbos = {(m, s): [-0.1] for m in mog.MODELS for s in mog.SIGMA0S}
+    del elbos[("nsf", 10.0)]
+    res = fake_results(elbos)
+    claims = mog.check_claims(res)
+    assert claims["NSF's ELBO is significantly lower at sigma_0 = 10 than at 1"] is None
+    assert claims["NSF's ELBO is significantly lower at sigma_0 = 0.1 than at 1"] is False
+    assert mog.findings(res)[2] == "sigma_0 = 10: no run of NSF"
+    assert 10.0 not in mog.compare_models(res)
+
+
+def test_notes_are_wrapped_for_the_page():
+    res = fake_results({(m, s): [-0.1] for m in mog.MODELS for s in mog.SIGMA0S})
+    note = mog.provenance_note(res, "Figure 1:", width=40)
+    assert note.startswith("Figure 1: budget book") and "\n    " in note
+    assert all(len(line) <= 40 for line in note.splitlines())
+    assert all(len(x) <= 40 for e in mog.findings(res, width=40) for x in e.splitlines())
