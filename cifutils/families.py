@@ -32,11 +32,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from nflows.transforms.base import Transform
 from torch import Tensor, nn
 
 from .cif import CIFLayer, CIFStep, cif_layer, diagonal_normal_log_prob
-from .flows import LowerTriangularAffine, check_spline_args, permutation, rq_autoregressive_step
+from .flows import (
+    LowerTriangularAffine,
+    check_spline_args,
+    interleave_permutations,
+    rq_autoregressive_step,
+    spline_flow,
+)
 from .objectives import logmeanexp
 
 __all__ = [
@@ -324,12 +329,7 @@ def nsf_family(
 ) -> VariationalFlow:
     """A neural spline flow: autoregressive RQ-spline steps with reversals between them,
     on a fixed ``N(0, sigma0^2 I)`` base unless ``base`` is given."""
-    check_spline_args(dim, hidden, bins, tail_bound, blocks, layers)
-    steps: list[Transform] = []
-    for i in range(layers):
-        if i > 0 and dim > 1:
-            steps.append(permutation(dim))
-        steps.append(rq_autoregressive_step(dim, hidden, bins, tail_bound, blocks))
+    steps = spline_flow(dim, layers, hidden, bins, tail_bound, blocks)
     return VariationalFlow(_base(dim, sigma0, base), steps)
 
 
@@ -357,13 +357,13 @@ def cif_nsf_family(
         r_net_factory: builds a custom ``r`` network per layer (e.g. a conv net of an image).
     """
     check_spline_args(dim, hidden, bins, tail_bound, blocks, layers)
-    steps: list[nn.Module] = []
-    for i in range(layers):
-        if i > 0 and dim > 1:
-            steps.append(permutation(dim))
+
+    def make_step(i: int) -> CIFLayer:
         flow = rq_autoregressive_step(dim, hidden, bins, tail_bound, blocks)
         r_net = r_net_factory() if r_net_factory is not None else None
-        steps.append(cif_layer(dim, flow, dim_u, cif_hidden, context_features, r_net))
+        return cif_layer(dim, flow, dim_u, cif_hidden, context_features, r_net)
+
+    steps = interleave_permutations(dim, layers, make_step)
     return VariationalFlow(_base(dim, sigma0, base), steps)
 
 

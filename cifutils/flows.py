@@ -17,6 +17,8 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from nflows.nn.nets import ResidualNet
 from nflows.transforms.autoregressive import (
@@ -34,6 +36,7 @@ __all__ = [
     "permutation",
     "spline_flow",
     "compose",
+    "interleave_permutations",
     "LowerTriangularAffine",
     "num_parameters",
 ]
@@ -201,12 +204,27 @@ def spline_flow(
         make = rq_coupling_step
     else:
         raise ValueError(f"kind must be 'autoregressive' or 'coupling', got {kind!r}")
-    steps: list[Transform] = []
+
+    def make_step(i: int) -> Transform:
+        extra = {"parity": i % 2} if kind == "coupling" else {}
+        return make(dim, hidden, bins, tail_bound, blocks, **extra)
+
+    return interleave_permutations(dim, layers, make_step, permute)
+
+
+def interleave_permutations(
+    dim: int, layers: int, make_step: Callable[[int], torch.nn.Module], permute: str = "reverse"
+) -> list[torch.nn.Module]:
+    """``[step_0, perm, step_1, perm, ..., step_{L-1}]``: the steps built by
+    ``make_step(i)`` in order, with a fixed permutation between consecutive steps (none in 1-D).
+
+    Used for plain spline flows and, with CIF layers as steps, for CIF flows.
+    """
+    steps: list[torch.nn.Module] = []
     for i in range(layers):
         if i > 0 and dim > 1:
             steps.append(permutation(dim, permute))
-        extra = {"parity": i % 2} if kind == "coupling" else {}
-        steps.append(make(dim, hidden, bins, tail_bound, blocks, **extra))
+        steps.append(make_step(i))
     return steps
 
 
