@@ -32,6 +32,20 @@ def _ax(ax):
     return ax if ax is not None else plt.gca()
 
 
+def _finish_plane(ax, bounds: Bounds | None, title: str | None):
+    """Common finish of a 2-D panel: limits and equal aspect (when ``bounds`` is given),
+    ``z_1``/``z_2`` labels and an optional title. Returns the axes."""
+    if bounds is not None:
+        ax.set_xlim(bounds[0], bounds[1])
+        ax.set_ylim(bounds[2], bounds[3])
+        ax.set_aspect("equal")
+    ax.set_xlabel("$z_1$")
+    ax.set_ylabel("$z_2$")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 # --- chapters 1-2 (variational inference, normalizing flows) ---------------------------------
 
 
@@ -121,14 +135,7 @@ def plot_density(
     if colorbar:
         label = "log-density (+ const)" if log else "density / max"
         ax.figure.colorbar(mappable, ax=ax, label=label)
-    ax.set_xlim(bounds[0], bounds[1])
-    ax.set_ylim(bounds[2], bounds[3])
-    ax.set_aspect("equal")
-    ax.set_xlabel("$z_1$")
-    ax.set_ylabel("$z_2$")
-    if title is not None:
-        ax.set_title(title)
-    return ax
+    return _finish_plane(ax, bounds, title)
 
 
 def plot_samples(
@@ -161,15 +168,7 @@ def plot_samples(
     ax.scatter(arr[:, 0], arr[:, 1], s=s, alpha=alpha, color=color, linewidths=0)
     if kde and len(arr) > 2:
         sns.kdeplot(x=arr[:, 0], y=arr[:, 1], ax=ax, levels=kde_levels, color=color, linewidths=0.8)
-    if bounds is not None:
-        ax.set_xlim(bounds[0], bounds[1])
-        ax.set_ylim(bounds[2], bounds[3])
-        ax.set_aspect("equal")
-    ax.set_xlabel("$z_1$")
-    ax.set_ylabel("$z_2$")
-    if title is not None:
-        ax.set_title(title)
-    return ax
+    return _finish_plane(ax, bounds, title)
 
 
 def plot_history(
@@ -632,14 +631,7 @@ def plot_kde(
         thresh=0.0,
         ax=ax,
     )
-    ax.set_xlim(bounds[0], bounds[1])
-    ax.set_ylim(bounds[2], bounds[3])
-    ax.set_aspect("equal")
-    ax.set_xlabel("$z_1$")
-    ax.set_ylabel("$z_2$")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish_plane(ax, bounds, title)
 
 
 def plot_mog_grid(
@@ -744,14 +736,7 @@ def plot_index_colouring(
         z[:, 0], z[:, 1], c=u, s=2, cmap="viridis", vmin=lo, vmax=hi, rasterized=True
     )
     ax.figure.colorbar(points, ax=ax, label="$u$")
-    ax.set_xlim(bounds[0], bounds[1])
-    ax.set_ylim(bounds[2], bounds[3])
-    ax.set_aspect("equal")
-    ax.set_xlabel("$z_1$")
-    ax.set_ylabel("$z_2$")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish_plane(ax, bounds, title)
 
 
 # --- chapters 3-4 (continuously-indexed flows, the auxiliary ELBO) --------------------------
