@@ -4,6 +4,7 @@ Usage::
 
     python -m cifutils.experiments mog --help
     python -m cifutils.experiments vae --help
+    python -m cifutils.experiments vae-many --help
 
 Each subcommand lives in its own module (:mod:`cifutils.mog`, :mod:`cifutils.vae`), which
 defines ``main(argv)``; this module only dispatches.
@@ -17,7 +18,7 @@ import sys
 __all__ = ["main", "COMMANDS"]
 
 #: Subcommand name -> module defining ``main(argv: list[str]) -> int``.
-COMMANDS = {"mog": "cifutils.mog", "vae": "cifutils.vae"}
+COMMANDS = {"mog": "cifutils.mog", "vae": "cifutils.vae", "vae-many": "cifutils.vae_multi"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,6 +58,11 @@ __all__ = [
 ]
 
 
+def _capturing(t: Tensor) -> bool:
+    """True while a CUDA graph is being captured on the current stream of ``t``'s device."""
+    return t.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 def _check_num_samples(num_samples: int) -> None:
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
@@ -203,6 +208,8 @@ class VariationalFlow(nn.Module):
             return
         if not isinstance(context, Tensor) or context.ndim < 1 or context.shape[0] < 1:
             raise ValueError("context must be a tensor with a non-empty batch axis")
+        if _capturing(context):
+            return  # a CUDA graph is being recorded: a value check would need a host sync
         if context.is_floating_point() and not torch.isfinite(context).all():
             raise ValueError("context contains non-finite values")
 

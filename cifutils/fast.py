@@ -100,7 +100,11 @@ def rq_spline_forward(
     logits = logits.reshape(n, d, 2, k)  # widths and heights together: one softmax
     if scale != 1.0:
         logits = logits / scale
-    mins = logits.new_tensor([[min_bin_width], [min_bin_height]])
+    # (2, 1) column of the minimum width and height, built on the device without a host
+    # copy, so that the layer can be captured in a CUDA graph
+    mins = torch.full((2, 1), min_bin_width, dtype=logits.dtype, device=logits.device)
+    if min_bin_height != min_bin_width:
+        mins[1] = min_bin_height
     # softmax by hand: aten's softmax is several times slower over a last axis of size K
     expo = torch.exp(logits - logits.amax(dim=-1, keepdim=True))
     sizes = mins + (1 - mins * k) * (expo / expo.sum(dim=-1, keepdim=True))

@@ -46,7 +46,10 @@ def results_dir() -> Path:
 
 def git_commit() -> str:
     """The commit of this checkout (with ``-dirty`` when it has uncommitted changes), or
-    ``"unknown"`` outside a git checkout."""
+    ``"unknown"`` outside a git checkout. ``$CIFUTILS_GIT_COMMIT``, when set, is returned
+    instead: for a copy of the checkout without its ``.git`` (as on a rented GPU machine)."""
+    if os.environ.get("CIFUTILS_GIT_COMMIT"):
+        return os.environ["CIFUTILS_GIT_COMMIT"]
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(

@@ -37,6 +37,7 @@ from .objectives import mean_and_stderr
 from .results import provenance, results_dir, write_json
 from .training import (
     NonFiniteError,
+    get_device,
     load_checkpoint,
     progress_enabled,
     save_checkpoint,
@@ -46,6 +47,11 @@ from .vae import POSTERIORS, VAE, iw_log_likelihood, make_vae
 
 __all__ = [
     "VAEConfig",
+    "device_label",
+    "new_state",
+    "load_run",
+    "save_run",
+    "end_epoch",
     "train",
     "evaluate",
     "amortization_gap",
@@ -98,11 +104,22 @@ class VAEConfig:
         return f"{self.dataset}-{self.posterior}-seed{self.seed}-{self.budget}"
 
 
-def _epoch(vae: VAE, data, opt, cfg: VAEConfig, gen: torch.Generator, train: bool) -> float:
-    """One pass over ``data``: trains when ``train``; returns the mean (auxiliary) ELBO."""
+def device_label(device: torch.device | str) -> str:
+    """``"cpu"`` or ``"cuda (NVIDIA H100 80GB HBM3)"``: where epochs ran, for provenance."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def _epoch(
+    vae: VAE, data, opt, cfg: VAEConfig, gen: torch.Generator, train: bool, device=None
+) -> float:
+    """One pass over ``data``: trains when ``train``; returns the mean (auxiliary) ELBO.
+    Batches are drawn (order and binarization) with ``gen`` on the CPU, then moved."""
     total, count = 0.0, 0
     params = [p for p in vae.parameters() if p.requires_grad]
-    for x in data.batches(cfg.batch_size, shuffle=train, generator=gen):
+    for x in data.batches(cfg.batch_size, shuffle=train, generator=gen, device=device):
         with torch.set_grad_enabled(train):
             elbo = vae.elbo(x)
         if train:
@@ -117,75 +134,118 @@ def _epoch(vae: VAE, data, opt, cfg: VAEConfig, gen: torch.Generator, train: boo
     return total / count
 
 
-def train(
-    cfg: VAEConfig, run_dir: str | Path, epochs: int | None = None, splits=None, log=print
-) -> tuple[VAE, dict]:
-    """Train (or resume) the run in ``run_dir`` for at most ``epochs`` more epochs.
+_EVAL_ONLY = {"test_k", "test_limit", "large_k_limit", "gap_images", "amortization_steps"}
 
-    Returns the VAE holding the *best-validation* weights and the checkpoint state (epoch,
-    history, early-stopping state, ``done``)."""
-    path = Path(run_dir) / "checkpoint.pt"
-    splits = splits or load_binarized(cfg.dataset, limit=cfg.train_limit)
-    seed_everything(cfg.seed)
-    vae = make_vae(cfg.posterior, cfg.latent, fast=cfg.fast)
-    opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr, fused=True)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    state = {
+
+def new_state() -> dict:
+    """The training state of a fresh run (stored in its checkpoint)."""
+    return {
         "epoch": 0,
         "best_val": -float("inf"),
         "best_epoch": 0,
         "bad_epochs": 0,
         "done": False,
         "seconds": 0.0,
+        "devices": {},
         "history": {"train_elbo": [], "val_elbo": [], "epoch_s": []},
     }
-    if path.exists():
-        ckpt = load_checkpoint(path)
-        eval_only = {"test_k", "test_limit", "large_k_limit", "gap_images", "amortization_steps"}
-        diff = [k for k, v in asdict(cfg).items() if k not in eval_only and ckpt["config"][k] != v]
-        if diff:
-            raise ValueError(
-                f"{path} was trained with other settings ({diff}); use another runs dir"
-            )
-        vae.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        gen.set_state(ckpt["data_rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        state, best = ckpt["state"], ckpt["best_model"]
-        log(f"resumed {cfg.name} after epoch {state['epoch']}")
+
+
+def load_run(cfg: VAEConfig, path: Path, device: torch.device, capturable: bool = False):
+    """The model, optimizer, data generator, state and best weights of the run whose
+    checkpoint is ``path`` (a fresh, seeded run when it does not exist yet), on ``device``.
+    Also restores the torch random states saved with it. Raises if the checkpoint was
+    trained with other settings than ``cfg`` (evaluation settings may differ)."""
+    seed_everything(cfg.seed)
+    vae = make_vae(cfg.posterior, cfg.latent, fast=cfg.fast).to(device)
+    if capturable:  # its step may be recorded in a CUDA graph
+        opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr, capturable=True, foreach=True)
     else:
-        best = copy.deepcopy(vae.state_dict())
+        opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr, fused=True)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if not path.exists():
+        return vae, opt, gen, new_state(), copy.deepcopy(vae.state_dict())
+    ckpt = load_checkpoint(path, map_location=device)
+    diff = [k for k, v in asdict(cfg).items() if k not in _EVAL_ONLY and ckpt["config"][k] != v]
+    if diff:
+        raise ValueError(f"{path} was trained with other settings ({diff}); use another runs dir")
+    vae.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    gen.set_state(ckpt["data_rng"].cpu())
+    torch.set_rng_state(ckpt["torch_rng"].cpu())
+    if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu(), device)
+    state = ckpt["state"]
+    state.setdefault("devices", {"cpu": state["epoch"]})  # runs saved before devices were kept
+    return vae, opt, gen, state, ckpt["best_model"]
+
+
+def save_run(cfg: VAEConfig, path: Path, vae, opt, gen, state: dict, best: dict) -> None:
+    """Checkpoint a run atomically (the inverse of :func:`load_run`)."""
+    device = next(vae.parameters()).device
+    save_checkpoint(
+        path,
+        {
+            "config": asdict(cfg),
+            "model": vae.state_dict(),
+            "optimizer": opt.state_dict(),
+            "data_rng": gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "state": state,
+            "best_model": best,
+        },
+    )
+
+
+def end_epoch(cfg: VAEConfig, state: dict, tr: float, val: float, seconds: float, device):
+    """Book-keeping after one epoch: history, early stopping, ``done``. Returns True when
+    the validation ELBO improved (the caller then keeps these weights as the best)."""
+    state["epoch"] += 1
+    improved = val > state["best_val"]
+    if improved:
+        state.update(best_val=val, best_epoch=state["epoch"], bad_epochs=0)
+    else:
+        state["bad_epochs"] += 1
+    state["done"] = state["bad_epochs"] >= cfg.patience or state["epoch"] >= cfg.max_epochs
+    state["seconds"] += seconds
+    label = device_label(device)
+    state["devices"][label] = state["devices"].get(label, 0) + 1
+    for key, value in (("train_elbo", tr), ("val_elbo", val), ("epoch_s", seconds)):
+        state["history"][key].append(value)
+    return improved
+
+
+def train(
+    cfg: VAEConfig,
+    run_dir: str | Path,
+    epochs: int | None = None,
+    splits=None,
+    log=print,
+    device: torch.device | str = "cpu",
+) -> tuple[VAE, dict]:
+    """Train (or resume) the run in ``run_dir`` for at most ``epochs`` more epochs.
+
+    Returns the VAE holding the *best-validation* weights and the checkpoint state (epoch,
+    history, early-stopping state, ``done``, epochs per device)."""
+    path = Path(run_dir) / "checkpoint.pt"
+    device = torch.device(device)
+    splits = splits or load_binarized(cfg.dataset, limit=cfg.train_limit)
+    vae, opt, gen, state, best = load_run(cfg, path, device)
+    if state["epoch"]:
+        log(f"resumed {cfg.name} after epoch {state['epoch']}")
     done_now = 0
     while not state["done"] and (epochs is None or done_now < epochs):
         t0 = time.perf_counter()
         vae.train()
-        tr = _epoch(vae, splits.train, opt, cfg, gen, train=True)
+        tr = _epoch(vae, splits.train, opt, cfg, gen, train=True, device=device)
         vae.eval()
-        val = _epoch(vae, splits.val, opt, cfg, gen, train=False)
-        state["epoch"] += 1
+        val = _epoch(vae, splits.val, opt, cfg, gen, train=False, device=device)
         done_now += 1
-        if val > state["best_val"]:
-            state.update(best_val=val, best_epoch=state["epoch"], bad_epochs=0)
+        if end_epoch(cfg, state, tr, val, time.perf_counter() - t0, device):
             best = copy.deepcopy(vae.state_dict())
-        else:
-            state["bad_epochs"] += 1
-        state["done"] = state["bad_epochs"] >= cfg.patience or state["epoch"] >= cfg.max_epochs
-        seconds = time.perf_counter() - t0
-        state["seconds"] += seconds
-        for key, value in (("train_elbo", tr), ("val_elbo", val), ("epoch_s", seconds)):
-            state["history"][key].append(value)
-        save_checkpoint(
-            path,
-            {
-                "config": asdict(cfg),
-                "model": vae.state_dict(),
-                "optimizer": opt.state_dict(),
-                "data_rng": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "state": state,
-                "best_model": best,
-            },
-        )
+        seconds = state["history"]["epoch_s"][-1]
+        save_run(cfg, path, vae, opt, gen, state, best)
         if progress_enabled():
             log(
                 f"{cfg.name} epoch {state['epoch']}: train ELBO {tr:.2f}, val ELBO {val:.2f} "
@@ -246,15 +306,20 @@ def evaluate(vae: VAE, cfg: VAEConfig, splits=None, seed: int = 1234) -> dict:
     test = splits.test
     n = len(test) if cfg.test_limit is None else min(cfg.test_limit, len(test))
     gen = torch.Generator().manual_seed(seed)
-    images = test.binarize(torch.arange(n), generator=gen)
+    device = next(vae.parameters()).device
+    images = test.binarize(torch.arange(n), generator=gen).to(device)
     torch.manual_seed(seed)
+    # samples per call of the IW bound: small on a CPU, large enough to fill a GPU
+    per_call = 200_000 if device.type == "cuda" else 10_000
     metrics: dict = {"test_images": n}
     with torch.no_grad():
         mean, se = mean_and_stderr(torch.cat([vae.elbo(b) for b in images.split(cfg.batch_size)]))
     metrics["test_elbo"] = {"mean": mean, "stderr": se}
     for k in cfg.test_k:
         use = images if k <= 100 or cfg.large_k_limit is None else images[: cfg.large_k_limit]
-        mean, se, _ = iw_log_likelihood(vae, use, k, batch_size=max(1, 10_000 // k), chunk_size=100)
+        batch = max(1, per_call // k)
+        chunk = k if device.type == "cuda" else 100
+        mean, se, _ = iw_log_likelihood(vae, use, k, batch_size=batch, chunk_size=chunk)
         metrics[f"test_iw_k{k}"] = {"mean": mean, "stderr": se, "images": use.shape[0]}
     subset = images[: cfg.gap_images]
     if cfg.gap_images and vae.posterior.is_cif:
@@ -278,13 +343,17 @@ def run(
     epochs: int | None = None,
     do_eval: bool = True,
     log=print,
+    device: torch.device | str = "cpu",
 ) -> dict:
-    """Train/resume, evaluate, and write ``<out_dir>/<name>.json``; returns the record."""
+    """Train/resume on ``device``, evaluate there, and write ``<out_dir>/<name>.json``;
+    returns the record. Its provenance names the evaluation device; ``train_devices``
+    counts the epochs run on each device (a run may be continued elsewhere)."""
     splits = load_binarized(cfg.dataset, limit=cfg.train_limit)
     start = time.perf_counter()
-    vae, state = train(cfg, Path(runs_dir) / cfg.name, epochs, splits, log)
+    vae, state = train(cfg, Path(runs_dir) / cfg.name, epochs, splits, log, device)
     record = {
-        "provenance": provenance(asdict(cfg), "cpu"),
+        "provenance": provenance(asdict(cfg), device),
+        "train_devices": state["devices"],
         "name": cfg.name,
         "dataset": cfg.dataset,
         "posterior": cfg.posterior,
@@ -343,8 +412,12 @@ def main(argv: list[str] | None = None) -> int:
         "shared machine, where 2 threads can be several times slower)",
     )
     p.add_argument("--nflows", action="store_true", help="nflows' own spline layers (slower)")
+    p.add_argument(
+        "--device", default="cpu", help="cpu (default), cuda, or auto (CUDA when available)"
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    device = get_device(None if a.device == "auto" else a.device)
     kw = dict(
         dataset=a.dataset,
         posterior=a.posterior,
@@ -359,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.test_limit is not None:
         kw["test_limit"] = a.test_limit
     cfg = VAEConfig.from_budget(a.budget, **kw)
-    rec = run(cfg, a.runs_dir, a.out_dir, a.epochs, not a.no_eval)
+    rec = run(cfg, a.runs_dir, a.out_dir, a.epochs, not a.no_eval, device=device)
     line = {k: rec[k] for k in ("name", "parameters", "epochs_run", "best_epoch", "complete")}
     print(line)
     for key, value in rec.get("metrics", {}).items():

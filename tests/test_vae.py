@@ -146,7 +146,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch):
     vals = iter([-100.0, -90.0, -95.0, -96.0, -80.0])  # epoch 2 best; 2 bad epochs follow
 
-    def fake_epoch(vae, data, opt, cfg, gen, train):
+    def fake_epoch(vae, data, opt, cfg, gen, train, device=None):
         return -200.0 if train else next(vals)
 
     monkeypatch.setattr(vx, "_epoch", fake_epoch)
@@ -242,3 +242,40 @@ def test_compiled_fast_path_equals_nflows():
     y0, l0 = slow(x)
     torch.testing.assert_close(y1, y0, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(l1, l0, atol=1e-4, rtol=1e-4)
+
+
+def test_train_many_matches_the_single_run_format(tmp_path, monkeypatch):
+    """Runs trained together (eagerly on the CPU) leave checkpoints the single-run loop
+    resumes, stop at the epoch cap, and keep one history entry per epoch."""
+    from cifutils import vae_multi
+
+    splits = {"mnist": _fake_splits(100, 0), "fashion-mnist": _fake_splits(120, 1)}
+    monkeypatch.setattr(vae_multi, "load_binarized", lambda name, limit=None: splits[name])
+    cfgs = [
+        vx.VAEConfig(dataset="mnist", posterior="cif-nsf", max_epochs=2, patience=5, batch_size=50),
+        vx.VAEConfig(dataset="fashion-mnist", posterior="gaussian", max_epochs=3, batch_size=50),
+    ]
+    states = vae_multi.train_many(cfgs, tmp_path, "cpu", log=lambda *_: None)
+    assert [states[c.name]["epoch"] for c in cfgs] == [2, 3]
+    for cfg in cfgs:
+        st = states[cfg.name]
+        assert st["done"] and len(st["history"]["val_elbo"]) == st["epoch"]
+        assert st["devices"] == {"cpu": st["epoch"]}
+        assert all(np.isfinite(st["history"]["train_elbo"]))
+    # the gaussian run's ELBO improves over its three epochs of training
+    hist = states[cfgs[1].name]["history"]["train_elbo"]
+    assert hist[-1] > hist[0]
+    # the single-run loop picks a checkpoint up: one more epoch after raising the cap
+    more = vx.VAEConfig(**{**vx.asdict(cfgs[0]), "max_epochs": 3})
+    with pytest.raises(ValueError, match="other settings"):
+        vx.train(more, tmp_path / cfgs[0].name, splits=splits["mnist"], log=lambda *_: None)
+    _, st = vx.train(cfgs[0], tmp_path / cfgs[0].name, splits=splits["mnist"], log=print)
+    assert st["epoch"] == 2 and st["done"]  # already done: nothing more to run
+    # a time limit of zero runs no epoch, and duplicate runs are refused
+    fresh = [vx.VAEConfig(posterior="gaussian", seed=5, max_epochs=2, batch_size=50)]
+    states = vae_multi.train_many(fresh, tmp_path, "cpu", time_limit=0.0, log=lambda *_: None)
+    assert states[fresh[0].name]["epoch"] == 0
+    with pytest.raises(ValueError, match="distinct"):
+        vae_multi.train_many(fresh * 2, tmp_path, "cpu")
+    with pytest.raises(ValueError, match="CUDA"):
+        vae_multi.train_many(fresh, tmp_path, "cpu", graphs=True)

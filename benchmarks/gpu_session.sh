@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The GPU session behind results/vae/*-paper.json (three seeds, CUDA graphs, time-limited) and
+# the seed-2 paper runs of results/mog/paper/. Run from the repository root on a GPU machine,
+# in three phases (each within one 10-minute command of the device tool):
+#     bash benchmarks/gpu_session.sh start MINUTES   # set up, MoG on CPU cores, benchmark, train
+#     bash benchmarks/gpu_session.sh wait SECONDS    # let training run, copy progress out
+#     bash benchmarks/gpu_session.sh finish          # wait for training, evaluate, copy out
+# Needs nflows and the data: .devcarry/site (nflows' package folder) and .devcarry/data (the
+# folders mnist/ and fashion-mnist/ of the canonical gzip files); .devcarry/commit the commit
+# (the copy of the checkout sent to the GPU machine has no .git). Outputs go to $OUT.
+set -u
+export PYTHONPATH=$PWD/.devcarry/site:$PWD PYTHONUNBUFFERED=1 CIFUTILS_PROGRESS=0
+export CIFUTILS_DATA=$PWD/.devcarry/data CUDA_DEVICE_MAX_CONNECTIONS=32
+export CIFUTILS_GIT_COMMIT=$(cat .devcarry/commit 2>/dev/null || git rev-parse HEAD)
+L=runs/gpu
+mkdir -p $L
+T0=$(date +%s)
+POSTERIORS="gaussian nsf cif-nsf"
+DATASETS="mnist fashion-mnist"
+
+pack() {  # results, logs and each run's best weights, into $OUT (at most 8 files)
+  python - <<'PY'
+import glob, os, torch
+for ds in ("mnist", "fashion-mnist"):
+    out = {}
+    for path in sorted(glob.glob(f"runs/vae/{ds}-*-paper/checkpoint.pt")):
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        out[path.split("/")[2]] = {"best_model": ck["best_model"], "state": ck["state"],
+                                   "config": ck["config"]}
+    if out:
+        torch.save(out, os.path.join(os.environ["OUT"], f"best-{ds}.pt"))
+PY
+  tar czf "$OUT/results.tgz" results/vae/*.json results/mog/paper/*seed2* $L/*.log 2>/dev/null
+  ls -la "$OUT"
+}
+
+monitor() {  # until $1 seconds after this phase began
+  while [ $(( $(date +%s) - T0 )) -lt "$1" ]; do
+    sleep 45
+    echo "--- $(( $(date +%s) - T0 )) s"; tail -n 2 $L/train.log 2>/dev/null | cut -c1-400
+    grep -h "final\|wrote\|Error" $L/mog-*.log 2>/dev/null | tail -n 3
+  done
+}
+
+case "$1" in
+start)
+  nvidia-smi --query-gpu=name,memory.used,memory.total,driver_version --format=csv
+  python -c "import torch, nflows, cifutils; print(torch.__version__, torch.cuda.is_available())"
+  for m in nsf cif-nsf; do
+    for s in 0.1 1 10; do
+      setsid nohup python -m cifutils.experiments mog --model $m --sigma0 $s --seed 2 \
+        --budget paper --threads 1 > $L/mog-$m-$s.log 2>&1 < /dev/null &
+    done
+  done
+  timeout 200 python benchmarks/bench_vae_gpu.py --steps 50 --runs 6 2>&1 | tee $L/bench.log
+  graphs=""
+  grep -q "CUDA graph ms/step" $L/bench.log || graphs="--no-graphs"  # bench failed: eager
+  setsid nohup python -m cifutils.experiments vae-many --datasets $DATASETS \
+    --posteriors $POSTERIORS --seeds 0 1 2 --budget paper --device cuda $graphs \
+    --time-limit "$2" > $L/train.log 2>&1 < /dev/null &
+  monitor 560
+  pack
+  ;;
+wait)
+  monitor "$2"
+  pack
+  ;;
+finish)
+  while pgrep -f "experiments vae-many" > /dev/null; do sleep 10; done
+  tail -n 20 $L/train.log
+  for d in $DATASETS; do
+    for q in $POSTERIORS; do
+      ( for s in 0 1 2; do
+          python -m cifutils.experiments vae --dataset $d --posterior $q --seed $s \
+            --budget paper --epochs 0 --device cuda --test-k 100 1000 \
+            --gap-images 10 --amortization-steps 50 >> $L/eval-$d-$q.log 2>&1
+        done ) &
+    done
+  done
+  while pgrep -f "experiments vae " > /dev/null; do
+    sleep 30; echo "--- $(( $(date +%s) - T0 )) s: $(ls results/vae/*.json | wc -l) results"
+    pack > /dev/null
+  done
+  grep -h "test_iw_k100\|name" $L/eval-*.log | cut -c1-200
+  pack
+  ;;
+esac
