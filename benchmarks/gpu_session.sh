@@ -46,19 +46,18 @@ case "$1" in
 start)
   nvidia-smi --query-gpu=name,memory.used,memory.total,driver_version --format=csv
   python -c "import torch, nflows, cifutils; print(torch.__version__, torch.cuda.is_available())"
+  timeout 200 python benchmarks/bench_vae_gpu.py --steps 50 --runs 6 2>&1 | tee $L/bench.log
+  grep -q "CUDA graph ms/step" $L/bench.log || exit 1  # no graphs: stop here and fix
   for m in nsf cif-nsf; do
     for s in 0.1 1 10; do
       setsid nohup python -m cifutils.experiments mog --model $m --sigma0 $s --seed 2 \
         --budget paper --threads 1 > $L/mog-$m-$s.log 2>&1 < /dev/null &
     done
   done
-  timeout 200 python benchmarks/bench_vae_gpu.py --steps 50 --runs 6 2>&1 | tee $L/bench.log
-  graphs=""
-  grep -q "CUDA graph ms/step" $L/bench.log || graphs="--no-graphs"  # bench failed: eager
   setsid nohup python -m cifutils.experiments vae-many --datasets $DATASETS \
-    --posteriors $POSTERIORS --seeds 0 1 2 --budget paper --device cuda $graphs \
+    --posteriors $POSTERIORS --seeds 0 1 2 --budget paper --device cuda \
     --time-limit "$2" > $L/train.log 2>&1 < /dev/null &
-  monitor 560
+  monitor 570
   pack
   ;;
 wait)
