@@ -13,13 +13,14 @@ export PYTHONPATH=$PWD/.devcarry/site:$PWD PYTHONUNBUFFERED=1 CIFUTILS_PROGRESS=
 export CIFUTILS_DATA=$PWD/.devcarry/data CUDA_DEVICE_MAX_CONNECTIONS=32
 export CIFUTILS_GIT_COMMIT=$(cat .devcarry/commit 2>/dev/null || git rev-parse HEAD)
 L=runs/gpu
+PY=$(command -v python3 || command -v python)
 mkdir -p $L
 T0=$(date +%s)
 POSTERIORS="gaussian nsf cif-nsf"
 DATASETS="mnist fashion-mnist"
 
 pack() {  # results, logs and each run's best weights, into $OUT (at most 8 files)
-  python - <<'PY'
+  $PY - <<'PY'
 import glob, os, torch
 for ds in ("mnist", "fashion-mnist"):
     out = {}
@@ -45,16 +46,16 @@ monitor() {  # until $1 seconds after this phase began
 case "$1" in
 start)
   nvidia-smi --query-gpu=name,memory.used,memory.total,driver_version --format=csv
-  python -c "import torch, nflows, cifutils; print(torch.__version__, torch.cuda.is_available())"
-  timeout 200 python benchmarks/bench_vae_gpu.py --steps 50 --runs 6 2>&1 | tee $L/bench.log
+  $PY -c "import torch, nflows, cifutils; print(torch.__version__, torch.cuda.is_available())"
+  timeout 200 $PY benchmarks/bench_vae_gpu.py --steps 50 --runs 6 2>&1 | tee $L/bench.log
   grep -q "CUDA graph ms/step" $L/bench.log || exit 1  # no graphs: stop here and fix
   for m in nsf cif-nsf; do
     for s in 0.1 1 10; do
-      setsid nohup python -m cifutils.experiments mog --model $m --sigma0 $s --seed 2 \
+      setsid nohup $PY -m cifutils.experiments mog --model $m --sigma0 $s --seed 2 \
         --budget paper --threads 1 > $L/mog-$m-$s.log 2>&1 < /dev/null &
     done
   done
-  setsid nohup python -m cifutils.experiments vae-many --datasets $DATASETS \
+  setsid nohup $PY -m cifutils.experiments vae-many --datasets $DATASETS \
     --posteriors $POSTERIORS --seeds 0 1 2 --budget paper --device cuda \
     --time-limit "$2" > $L/train.log 2>&1 < /dev/null &
   monitor 570
@@ -70,7 +71,7 @@ finish)
   for d in $DATASETS; do
     for q in $POSTERIORS; do
       ( for s in 0 1 2; do
-          python -m cifutils.experiments vae --dataset $d --posterior $q --seed $s \
+          $PY -m cifutils.experiments vae --dataset $d --posterior $q --seed $s \
             --budget paper --epochs 0 --device cuda --test-k 100 1000 \
             --gap-images 10 --amortization-steps 50 >> $L/eval-$d-$q.log 2>&1
         done ) &
