@@ -5,9 +5,12 @@
 #     bash benchmarks/gpu_session.sh start MINUTES   # set up, MoG on CPU cores, benchmark, train
 #     bash benchmarks/gpu_session.sh wait SECONDS    # let training run, copy progress out
 #     bash benchmarks/gpu_session.sh finish          # wait for training, evaluate, copy out
-# Needs nflows and the data: .devcarry/site (nflows' package folder) and .devcarry/data (the
+# Every phase must carry .devcarry (a call that does not carry it finds it removed), which
+# holds nflows and the data: .devcarry/site (nflows' package folder) and .devcarry/data (the
 # folders mnist/ and fashion-mnist/ of the canonical gzip files); .devcarry/commit the commit
-# (the copy of the checkout sent to the GPU machine has no .git). Outputs go to $OUT.
+# (the copy of the checkout sent to the GPU machine has no .git). Outputs go to $OUT; pack
+# before each call ends: new files outside ignored folders (results/...) are removed there
+# when the next call copies the working tree over.
 set -u
 export PYTHONPATH=$PWD/.devcarry/site:$PWD PYTHONUNBUFFERED=1 CIFUTILS_PROGRESS=0
 export CIFUTILS_DATA=$PWD/.devcarry/data CUDA_DEVICE_MAX_CONNECTIONS=32
@@ -19,19 +22,19 @@ T0=$(date +%s)
 POSTERIORS="gaussian nsf cif-nsf"
 DATASETS="mnist fashion-mnist"
 
-pack() {  # results, logs and each run's best weights, into $OUT (at most 8 files)
+pack() {  # results, logs and the runs' best weights into $OUT: at most 8 files of <= 16 MiB
   $PY - <<'PY'
 import glob, os, torch
-for ds in ("mnist", "fashion-mnist"):
+for path in sorted(glob.glob("runs/vae/*-paper")):  # one file per (dataset, posterior)
+    name = os.path.basename(path).rsplit("-seed", 1)[0]
     out = {}
-    for path in sorted(glob.glob(f"runs/vae/{ds}-*-paper/checkpoint.pt")):
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-        out[path.split("/")[2]] = {"best_model": ck["best_model"], "state": ck["state"],
-                                   "config": ck["config"]}
-    if out:
-        torch.save(out, os.path.join(os.environ["OUT"], f"best-{ds}.pt"))
+    for ck_path in sorted(glob.glob(f"runs/vae/{name}-seed*-paper/checkpoint.pt")):
+        ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+        out[ck_path.split("/")[2]] = {"best_model": ck["best_model"], "state": ck["state"],
+                                      "config": ck["config"]}
+    torch.save(out, os.path.join(os.environ["OUT"], f"best-{name}.pt"))
 PY
-  tar czf "$OUT/results.tgz" results/vae/*.json results/mog/paper/*seed2* $L/*.log 2>/dev/null
+  tar czf "$OUT/results.tgz" results/vae/*.json results/mog/paper/*seed2* $L/*.log $L/*.json 2>/dev/null
   ls -la "$OUT"
 }
 
@@ -57,7 +60,7 @@ start)
   done
   setsid nohup $PY -m cifutils.experiments vae-many --datasets $DATASETS \
     --posteriors $POSTERIORS --seeds 0 1 2 --budget paper --device cuda \
-    --time-limit "$2" > $L/train.log 2>&1 < /dev/null &
+    --time-limit "$2" --summary $L/summary.json > $L/train.log 2>&1 < /dev/null &
   monitor 570
   pack
   ;;

@@ -23,6 +23,7 @@ __all__ = [
     "plot_history",
     "rq_spline_knots",
     "plot_rq_spline",
+    "plot_validation_curves",
 ]
 
 Bounds = tuple[float, float, float, float]
@@ -882,4 +883,27 @@ def plot_latent_projection(z, basis, ax=None, title: str | None = None, color: s
     ax.set_ylabel("direction 2")
     if title:
         ax.set_title(title)
+    return ax
+
+
+def plot_validation_curves(runs: dict, dataset: str, ax=None, first_epoch: int = 1):
+    """Validation ELBO per epoch of the runs of one dataset in a ``vae-many`` summary
+    (``{name: {"val_elbo": [...], ...}}``, names ``<dataset>-<posterior>-seed<s>-<budget>``):
+    one colour per posterior, one line per seed, from ``first_epoch`` on."""
+    ax = _ax(ax)
+    colours = {"gaussian": "C0", "nsf": "C1", "cif-nsf": "C2"}
+    labelled = set()
+    for name, run in sorted(runs.items()):
+        if not name.startswith(dataset + "-"):
+            continue
+        posterior = name[len(dataset) + 1 :].rsplit("-seed", 1)[0]
+        values = np.asarray(run["val_elbo"], dtype=float)[first_epoch - 1 :]
+        epochs = np.arange(first_epoch, first_epoch + len(values))
+        label = None if posterior in labelled else posterior
+        labelled.add(posterior)
+        ax.plot(epochs, values, color=colours.get(posterior), lw=1, alpha=0.8, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation ELBO (nats)")
+    ax.set_title(dataset)
+    ax.legend()
     return ax

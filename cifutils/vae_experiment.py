@@ -61,6 +61,7 @@ __all__ = [
     "SLIDES_TABLE1",
     "collect_results",
     "table1",
+    "validation_table",
 ]
 
 
@@ -481,6 +482,7 @@ def collect_results(
                         "stderr": m["stderr"],
                         "test_images": m.get("images", rec["metrics"]["test_images"]),
                         "device": rec["provenance"]["device"],
+                        "trained_on": ", ".join(rec.get("train_devices") or {"cpu": 0}),
                     }
                 )
     return rows
@@ -499,9 +501,11 @@ def table1(rows: list[dict]):
             spread = means.std(ddof=1) if len(cell) > 1 else cell[0]["stderr"]
             ours = f"{means.mean():.2f} ± {spread:.2f}"
             epochs = ", ".join(str(r["epochs"]) for r in cell)
+            where = ", ".join(sorted({r["trained_on"] for r in cell}))
             note = (
                 f"{cell[0]['budget']}; {len(cell)} seed(s); {epochs} of "
-                f"{cell[0]['max_epochs']} epochs; {cell[0]['test_images']:,} test images"
+                f"{cell[0]['max_epochs']} epochs; {cell[0]['test_images']:,} test images; "
+                f"trained on {where}"
             )
         else:
             ours, note = "not run", ""
@@ -512,6 +516,31 @@ def table1(rows: list[dict]):
                 "ours": ours,
                 "slides": f"{ref:.2f} ± {ref_sd:.2f}",
                 "run": note,
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def validation_table(runs: dict):
+    """Best validation ELBO of each (dataset, posterior) of a ``vae-many`` summary: mean and
+    standard deviation over seeds, the seeds and the epochs run (a pandas DataFrame)."""
+    import pandas as pd
+
+    out = []
+    for dataset, posterior in SLIDES_TABLE1:
+        prefix = f"{dataset}-{posterior}-seed"
+        cell = [r for name, r in sorted(runs.items()) if name.startswith(prefix)]
+        if not cell:
+            continue
+        best = np.array([r["best_val_elbo"] for r in cell])
+        spread = f" ± {best.std(ddof=1):.2f}" if len(cell) > 1 else ""
+        out.append(
+            {
+                "dataset": dataset,
+                "posterior": posterior,
+                "best validation ELBO": f"{best.mean():.2f}{spread}",
+                "seeds": len(cell),
+                "epochs": ", ".join(str(r["epochs"]) for r in cell),
             }
         )
     return pd.DataFrame(out)

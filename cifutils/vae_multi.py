@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,11 +44,12 @@ import torch
 from torch import Tensor
 
 from .data import load_binarized
+from .results import provenance, write_json
 from .training import get_device
 from .vae import POSTERIORS, VAE
 from .vae_experiment import VAEConfig, end_epoch, load_run, save_run
 
-__all__ = ["train_many", "main"]
+__all__ = ["train_many", "summary", "parse_log", "main"]
 
 
 @dataclass
@@ -256,6 +259,58 @@ def train_many(
     return {r.cfg.name: r.state for r in runs}
 
 
+def summary(states: dict[str, dict], device, command: str) -> dict:
+    """A JSON-ready record of a ``train_many`` call: provenance and, per run, the epochs, the
+    best validation ELBO and its epoch, whether it finished, and the per-epoch histories."""
+    cfg = {"command": command}
+    return {
+        "provenance": provenance(cfg, device),
+        "runs": {
+            name: {
+                "epochs": st["epoch"],
+                "best_val_elbo": st["best_val"],
+                "best_epoch": st["best_epoch"],
+                "complete": st["done"],
+                "failed": st.get("failed"),
+                "devices": st["devices"],
+                "val_elbo": st["history"]["val_elbo"],
+                "train_elbo": st["history"]["train_elbo"],
+                "epoch_s": st["history"]["epoch_s"],
+            }
+            for name, st in states.items()
+        },
+    }
+
+
+def parse_log(text: str) -> dict[str, dict]:
+    """Per-run validation ELBOs (one per epoch, as printed: one decimal) and the final
+    summaries (best validation ELBO, two decimals) read back from the printed log of a
+    ``vae-many`` command, for runs made before :func:`summary` files were written. Only valid
+    while every run stayed active (the log prints a finished run's last value again):
+    checked."""
+    runs: dict[str, dict] = {}
+    finals = re.findall(r"^(\S+): (\d+) epochs, best (\S+) \(epoch (\d+)\), (\w+)$", text, re.M)
+    for name, epochs, best, best_epoch, flag in finals:
+        runs[name] = {
+            "epochs": int(epochs),
+            "best_val_elbo": float(best),
+            "best_epoch": int(best_epoch),
+            "complete": flag == "done",
+            "val_elbo": [],
+        }
+    for active, body in re.findall(r"\((\d+) active\); val ELBO: (.*)$", text, re.M):
+        if int(active) != len(runs):
+            raise ValueError("a run finished early: the log repeats its last value")
+        for item in body.split(", "):
+            short, value = item.rsplit(" ", 1)
+            (name,) = [n for n in runs if n.rsplit("-", 1)[0] == short]
+            runs[name]["val_elbo"].append(float(value))
+    for name, run in runs.items():
+        if len(run["val_elbo"]) != run["epochs"]:
+            raise ValueError(f"{name}: {len(run['val_elbo'])} epochs logged, {run['epochs']} run")
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m cifutils.experiments vae-many",
@@ -271,7 +326,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-graphs", action="store_true", help="eager steps even on CUDA")
     p.add_argument("--runs-dir", default="runs/vae")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--summary", default=None, help="write a JSON summary of the runs here")
+    p.add_argument(
+        "--from-log",
+        default=None,
+        help="train nothing: read the printed log of an earlier call and write --summary "
+        "(for runs made before summaries existed); --commit names that call's commit",
+    )
+    p.add_argument("--commit", default=None, help="with --from-log: the run's git commit")
     a = p.parse_args(argv)
+    if a.from_log:
+        text = Path(a.from_log).read_text()
+        bench = Path(a.from_log).with_name("bench.log")
+        dev = re.search(r"^device: (.*)$", bench.read_text(), re.M) if bench.exists() else None
+        record = {
+            "source_log": a.from_log,
+            "git_commit": a.commit,
+            "device": dev.group(1) if dev else None,
+            "runs": parse_log(text),
+        }
+        write_json(a.summary, record)
+        return 0
     torch.set_num_threads(a.threads)
     device = get_device(None if a.device == "auto" else a.device)
     cfgs = [
@@ -283,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     limit = None if a.time_limit is None else 60 * a.time_limit
     graphs = False if a.no_graphs else None
     states = train_many(cfgs, a.runs_dir, device, limit, a.epochs, graphs)
+    if a.summary:
+        command = "python -m cifutils.experiments vae-many " + " ".join(argv or sys.argv[1:])
+        write_json(a.summary, summary(states, device, command))
     for name, st in states.items():
         flag = st.get("failed") or ("done" if st["done"] else "partial")
         best = f"best {st['best_val']:.2f} (epoch {st['best_epoch']})"

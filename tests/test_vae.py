@@ -279,3 +279,34 @@ def test_train_many_matches_the_single_run_format(tmp_path, monkeypatch):
         vae_multi.train_many(fresh * 2, tmp_path, "cpu")
     with pytest.raises(ValueError, match="CUDA"):
         vae_multi.train_many(fresh, tmp_path, "cpu", graphs=True)
+
+
+def test_log_of_many_runs_is_read_back(tmp_path):
+    from cifutils import plotting, vae_multi
+
+    log = (
+        "2 runs ready on cuda in 1.0 s\n"
+        "epoch done in 1.0 s (2 active); val ELBO: mnist-nsf-seed0 -130.5, mnist-nsf-seed1 -129.4\n"
+        "epoch done in 1.0 s (2 active); val ELBO: mnist-nsf-seed0 -120.0, mnist-nsf-seed1 -121.0\n"
+        "time limit: stopping after 2 s\n"
+        "mnist-nsf-seed0-paper: 2 epochs, best -120.00 (epoch 2), partial\n"
+        "mnist-nsf-seed1-paper: 2 epochs, best -121.00 (epoch 2), done\n"
+    )
+    runs = vae_multi.parse_log(log)
+    assert runs["mnist-nsf-seed0-paper"]["val_elbo"] == [-130.5, -120.0]
+    assert (
+        runs["mnist-nsf-seed1-paper"]["complete"] and not runs["mnist-nsf-seed0-paper"]["complete"]
+    )
+    table = vx.validation_table(runs)
+    assert table.loc[0, "best validation ELBO"] == "-120.50 ± 0.71" and table.loc[0, "seeds"] == 2
+    ax = plotting.plot_validation_curves(runs, "mnist")
+    assert len(ax.lines) == 2 and ax.get_xlabel() == "epoch"
+    with pytest.raises(ValueError, match="finished early"):
+        vae_multi.parse_log(log.replace("(2 active)", "(1 active)", 1))
+    with pytest.raises(ValueError, match="epochs logged"):
+        vae_multi.parse_log(log.replace("2 epochs, best -120.00", "3 epochs, best -120.00"))
+    # the summary a training call writes holds the same fields
+    states = {"mnist-nsf-seed0-paper": vx.new_state()}
+    rec = vae_multi.summary(states, "cpu", "python -m cifutils.experiments vae-many")
+    assert rec["runs"]["mnist-nsf-seed0-paper"]["epochs"] == 0
+    assert rec["provenance"]["config"]["command"].endswith("vae-many")
