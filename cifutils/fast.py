@@ -196,17 +196,21 @@ class FastRQAutoregressive(_NflowsRQ):
         )
 
 
-_PATCH_CACHE: list = [None, None, -1]  # [image tensor, its patches, its version]
+_PATCH_CACHE: list = [None, None, None]  # [image tensor, its patches, its key]
 
 
 def _image_patches(x: Tensor) -> Tensor:
     """``(N * 196, 16)``: the 4x4 stride-2 patches of ``x (N, 1, 28, 28)`` (zero padding 1),
-    position-major. The ten CIF layers of one forward pass get the same image tensor, so the
-    last result is reused while that very tensor (same object, unmodified) comes back."""
-    if _PATCH_CACHE[0] is x and _PATCH_CACHE[2] == x._version:
+    position-major. The ten CIF layers of one forward pass get the same images, each time
+    through a fresh view (``reshape``), so the last result is reused while a tensor with the
+    same memory, layout and version counter comes back. The cache holds that tensor, so its
+    memory cannot be freed and reused by other data in the meantime; writing to it in place
+    bumps the version and forces a recomputation."""
+    key = (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, x.device, x._version)
+    if _PATCH_CACHE[2] == key:
         return _PATCH_CACHE[1]
     patches = F.unfold(x, 4, padding=1, stride=2).transpose(1, 2).reshape(-1, 16)
-    _PATCH_CACHE[:] = [x, patches, x._version]
+    _PATCH_CACHE[:] = [x, patches, key]
     return patches
 
 

@@ -893,10 +893,11 @@ def plot_validation_curves(runs: dict, dataset: str, ax=None, first_epoch: int =
     ax = _ax(ax)
     colours = {"gaussian": "C0", "nsf": "C1", "cif-nsf": "C2"}
     labelled = set()
-    for name, run in sorted(runs.items()):
-        if not name.startswith(dataset + "-"):
-            continue
-        posterior = name[len(dataset) + 1 :].rsplit("-seed", 1)[0]
+    mine = {n: r for n, r in runs.items() if n.startswith(dataset + "-")}
+    kind = {n: n[len(dataset) + 1 :].rsplit("-seed", 1)[0] for n in mine}
+    order = list(colours)
+    for name in sorted(mine, key=lambda n: (order.index(kind[n]) if kind[n] in order else 9, n)):
+        run, posterior = mine[name], kind[name]
         values = np.asarray(run["val_elbo"], dtype=float)[first_epoch - 1 :]
         epochs = np.arange(first_epoch, first_epoch + len(values))
         label = None if posterior in labelled else posterior

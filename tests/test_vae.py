@@ -310,3 +310,35 @@ def test_log_of_many_runs_is_read_back(tmp_path):
     rec = vae_multi.summary(states, "cpu", "python -m cifutils.experiments vae-many")
     assert rec["runs"]["mnist-nsf-seed0-paper"]["epochs"] == 0
     assert rec["provenance"]["config"]["command"].endswith("vae-many")
+
+
+def test_image_patches_are_computed_once_per_pass(monkeypatch):
+    """The r-networks of the ten CIF layers share one im2col of the image per forward pass;
+    a changed image (new tensor or an in-place write) is never served stale patches."""
+    import cifutils.fast as fast
+
+    torch.manual_seed(0)
+    vae = make_vae("cif-nsf")
+    slow = make_vae("cif-nsf", fast=False)
+    slow.load_state_dict(vae.state_dict())
+    calls = []
+    unfold = fast.F.unfold
+    monkeypatch.setattr(fast.F, "unfold", lambda *a, **k: calls.append(1) or unfold(*a, **k))
+    x = (torch.rand(6, 1, 28, 28) < 0.3).float()
+    torch.manual_seed(1)
+    a = vae.elbo(x)
+    assert len(calls) == 1
+    torch.manual_seed(1)
+    torch.testing.assert_close(a, slow.elbo(x), atol=1e-4, rtol=1e-4)
+
+    def check(images):
+        torch.manual_seed(1)
+        got = vae.elbo(images)
+        torch.manual_seed(1)
+        torch.testing.assert_close(got, slow.elbo(images), atol=1e-4, rtol=1e-4)
+
+    other = 1 - x
+    check(other)  # a new image tensor
+    other.mul_(0.0)
+    check(other)  # the same tensor changed in place
+    assert len(calls) == 3  # once per pass of the fast model (the slow one convolves)
