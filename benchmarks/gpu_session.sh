@@ -5,6 +5,9 @@
 #     bash benchmarks/gpu_session.sh start MINUTES   # set up, MoG on CPU cores, benchmark, train
 #     bash benchmarks/gpu_session.sh wait SECONDS    # let training run, copy progress out
 #     bash benchmarks/gpu_session.sh finish          # wait for training, evaluate, copy out
+#     bash benchmarks/gpu_session.sh mog-gpu         # MoG benchmark + paper estimator study
+# (mog-gpu, not yet run, needs .devcarry/runs/mog/paper/cif-nsf_sigma1_seed0.pt, the trained
+# paper cell.)
 # Every phase must carry .devcarry (a call that does not carry it finds it removed), which
 # holds nflows and the data: .devcarry/site (nflows' package folder) and .devcarry/data (the
 # folders mnist/ and fashion-mnist/ of the canonical gzip files); .devcarry/commit the commit
@@ -34,7 +37,7 @@ for path in sorted(glob.glob("runs/vae/*-paper")):  # one file per (dataset, pos
                                       "config": ck["config"]}
     torch.save(out, os.path.join(os.environ["OUT"], f"best-{name}.pt"))
 PY
-  tar czf "$OUT/results.tgz" results/vae/*.json results/mog/paper/*seed2* $L/*.log $L/*.json 2>/dev/null
+  tar czf "$OUT/results.tgz" results/vae/*.json results/mog/paper/*seed2* results/mog/paper/estimator_* $L/*.log $L/*.json 2>/dev/null
   ls -la "$OUT"
 }
 
@@ -85,6 +88,14 @@ finish)
     pack > /dev/null
   done
   grep -h "test_iw_k100\|name" $L/eval-*.log | cut -c1-200
+  pack
+  ;;
+mog-gpu)
+  $PY benchmarks/bench_mog.py --device cuda --threads 1 --steps 20 --repeats 3 \
+    2>&1 | tee $L/bench_mog.log
+  $PY -m cifutils.experiments mog --model cif-nsf --sigma0 1 --seed 0 --budget paper \
+    --estimator --device cuda --threads 4 --runs .devcarry/runs > $L/estimator.log 2>&1
+  tail -n 3 $L/estimator.log
   pack
   ;;
 esac
