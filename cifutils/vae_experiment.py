@@ -61,6 +61,7 @@ __all__ = [
     "SLIDES_TABLE1",
     "collect_results",
     "table1",
+    "validation_cells",
     "validation_table",
 ]
 
@@ -243,9 +244,9 @@ def train(
         vae.eval()
         val = _epoch(vae, splits.val, opt, cfg, gen, train=False, device=device)
         done_now += 1
-        if end_epoch(cfg, state, tr, val, time.perf_counter() - t0, device):
+        seconds = time.perf_counter() - t0
+        if end_epoch(cfg, state, tr, val, seconds, device):
             best = copy.deepcopy(vae.state_dict())
-        seconds = state["history"]["epoch_s"][-1]
         save_run(cfg, path, vae, opt, gen, state, best)
         if progress_enabled():
             log(
@@ -521,17 +522,25 @@ def table1(rows: list[dict]):
     return pd.DataFrame(out)
 
 
+def validation_cells(runs: dict) -> dict[tuple[str, str], list[dict]]:
+    """The runs of a ``vae-many`` summary grouped by (dataset, posterior), in Table 1's
+    order and by name within a cell; cells without runs are left out."""
+    cells = {}
+    for dataset, posterior in SLIDES_TABLE1:
+        prefix = f"{dataset}-{posterior}-seed"
+        cell = [r for name, r in sorted(runs.items()) if name.startswith(prefix)]
+        if cell:
+            cells[dataset, posterior] = cell
+    return cells
+
+
 def validation_table(runs: dict):
     """Best validation ELBO of each (dataset, posterior) of a ``vae-many`` summary: mean and
     standard deviation over seeds, the seeds and the epochs run (a pandas DataFrame)."""
     import pandas as pd
 
     out = []
-    for dataset, posterior in SLIDES_TABLE1:
-        prefix = f"{dataset}-{posterior}-seed"
-        cell = [r for name, r in sorted(runs.items()) if name.startswith(prefix)]
-        if not cell:
-            continue
+    for (dataset, posterior), cell in validation_cells(runs).items():
         best = np.array([r["best_val_elbo"] for r in cell])
         spread = f" ± {best.std(ddof=1):.2f}" if len(cell) > 1 else ""
         out.append(

@@ -33,6 +33,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -240,7 +241,7 @@ def train_many(
             tr, val = r.train_sum.item() / n_train, r.val_sum.item() / n_val
             r.train_sum.zero_()
             r.val_sum.zero_()
-            if not (torch.isfinite(torch.tensor([tr, val])).all()):
+            if not (math.isfinite(tr) and math.isfinite(val)):
                 r.state["failed"] = f"non-finite ELBO in epoch {r.state['epoch'] + 1}"
                 log(f"{r.cfg.name}: {r.state['failed']}; stopped at its last checkpoint")
                 active.remove(r)
