@@ -3,13 +3,15 @@
 Usage::
 
     python benchmarks/bench_vae.py [--threads 2] [--steps 20] [--repeats 5] [--eval-images 20]
+        [--compile]
 
 A training step is one Adam update on a batch of 100 binary 28x28 images with one ELBO
 sample (forward, backward, gradient clipping at 5, optimizer step). Each configuration is
 timed ``--repeats`` times over ``--steps`` steps after a warm-up; the median is printed,
 with the min and max. ``nflows`` rows use nflows' own spline layers; ``fast`` rows the
 equal-valued fused layers of :mod:`cifutils.fast` (same weights, same function) with
-Adam's fused CPU kernel.
+Adam's fused CPU kernel; ``--compile`` adds ``compile`` rows: the fast layers with the whole
+loss through ``torch.compile`` (what ``python -m cifutils.experiments vae --compile`` runs).
 Evaluation throughput is the importance-weighted bound with K = 100 per image.
 """
 
@@ -22,8 +24,8 @@ import time
 
 import torch
 
-from cifutils.fast import set_compile
 from cifutils.vae import iw_log_likelihood, make_vae
+from cifutils.vae_experiment import training_loss
 
 
 def _images(n: int, seed: int = 0) -> torch.Tensor:
@@ -33,21 +35,22 @@ def _images(n: int, seed: int = 0) -> torch.Tensor:
 
 def make_step(posterior: str, fast: bool | str):
     """A closure doing one training step of a fresh model (fused Adam on the fast path;
-    ``fast="compile"`` also runs the fused spline layers through torch.compile)."""
+    ``fast="compile"``: the fast path with the whole loss through ``torch.compile``, as
+    ``python -m cifutils.experiments vae --compile`` trains)."""
     torch.manual_seed(0)
     vae = make_vae(posterior, fast=bool(fast))
     opt = torch.optim.Adam(vae.parameters(), lr=1e-3, fused=bool(fast) or None)
+    loss_fn = training_loss(vae, compiled=fast == "compile")
     x = _images(100)
 
     def step() -> None:
-        set_compile(fast == "compile")
-        loss = -vae.elbo(x).mean()
+        loss = loss_fn(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 5.0)
         opt.step()
 
-    for _ in range(3):  # warm-up
+    for _ in range(3):  # warm-up (and compilation)
         step()
     return step
 
@@ -85,7 +88,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--eval-images", type=int, default=20)
     parser.add_argument("--skip-nflows", action="store_true", help="time the fast path only")
-    parser.add_argument("--compile", action="store_true", help="add torch.compile rows")
+    parser.add_argument(
+        "--compile", action="store_true", help="add rows with the loss through torch.compile"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -109,9 +114,7 @@ def main() -> None:
         times = all_times[kind, fast]
         med = statistics.median(times)
         medians[kind, fast] = med
-        set_compile(fast == "compile")
         ips = time_eval(kind, bool(fast), args.eval_images)
-        set_compile(False)
         label = {False: "nflows", True: "fast", "compile": "compile"}[fast]
         label = "-" if kind == "gaussian" else label
         print(

@@ -59,7 +59,11 @@ __all__ = [
 
 
 def _capturing(t: Tensor) -> bool:
-    """True while a CUDA graph is being captured on the current stream of ``t``'s device."""
+    """True while a CUDA graph is being captured on the current stream of ``t``'s device, or
+    while ``torch.compile`` traces the code: a value check would then need a host sync (or
+    split the compiled graph in two)."""
+    if torch.compiler.is_compiling():
+        return True
     return t.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
@@ -209,7 +213,7 @@ class VariationalFlow(nn.Module):
         if not isinstance(context, Tensor) or context.ndim < 1 or context.shape[0] < 1:
             raise ValueError("context must be a tensor with a non-empty batch axis")
         if _capturing(context):
-            return  # a CUDA graph is being recorded: a value check would need a host sync
+            return  # recorded or traced: a value check would need a host sync
         if context.is_floating_point() and not torch.isfinite(context).all():
             raise ValueError("context contains non-finite values")
 

@@ -25,7 +25,6 @@ References:
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 from nflows.transforms.autoregressive import (
@@ -41,31 +40,7 @@ __all__ = [
     "FastRQAutoregressive",
     "FastImageRNet",
     "accelerate",
-    "set_compile",
 ]
-
-#: Opt-in: run the fused layer through ``torch.compile`` (env ``CIFUTILS_COMPILE=1``). Off by
-#: default: the first call compiles for tens of seconds and needs a C++ compiler.
-COMPILE = os.environ.get("CIFUTILS_COMPILE", "0") not in ("", "0")
-_COMPILED = None
-
-
-def set_compile(enabled: bool) -> None:
-    """Turn the ``torch.compile`` path of :class:`FastRQAutoregressive` on or off."""
-    global COMPILE
-    COMPILE = bool(enabled)
-
-
-def _made_spline(inputs, weights, biases, masks, num_bins, tail_bound, scale, mins):
-    """The residual MADE (no context) and the spline as one function of tensors, so that
-    ``torch.compile`` traces it once for all layers (weights are inputs, not constants)."""
-    h = F.linear(inputs, weights[0] * masks[0], biases[0])
-    for i in range(1, len(weights) - 1, 2):
-        t = F.linear(F.relu(h), weights[i] * masks[i], biases[i])
-        h = h + F.linear(F.relu(t), weights[i + 1] * masks[i + 1], biases[i + 1])
-    params = F.linear(h, weights[-1] * masks[-1], biases[-1])
-    n, d = inputs.shape
-    return rq_spline_forward(inputs, params.view(n, d, -1), num_bins, tail_bound, scale, *mins)
 
 
 def rq_spline_forward(
@@ -164,24 +139,6 @@ class FastRQAutoregressive(_NflowsRQ):
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.tails != "linear" or not self.autoregressive_net.use_residual_blocks:
             return super().forward(inputs, context)
-        made = self.autoregressive_net
-        if COMPILE and context is None and made.activation is F.relu:
-            global _COMPILED
-            if _COMPILED is None:
-                _COMPILED = torch.compile(_made_spline, dynamic=False)
-            layers = [made.initial_layer]
-            layers += [lin for block in made.blocks for lin in block.linear_layers]
-            layers.append(made.final_layer)
-            return _COMPILED(
-                inputs,
-                [lin.weight for lin in layers],
-                [lin.bias for lin in layers],
-                [lin.mask for lin in layers],
-                self.num_bins,
-                float(self.tail_bound),
-                self._logit_scale(),
-                (self.min_bin_width, self.min_bin_height, self.min_derivative),
-            )
         n, d = inputs.shape
         params = self._made(inputs, context).view(n, d, self._output_dim_multiplier())
         return rq_spline_forward(
@@ -206,6 +163,8 @@ def _image_patches(x: Tensor) -> Tensor:
     same memory, layout and version counter comes back. The cache holds that tensor, so its
     memory cannot be freed and reused by other data in the meantime; writing to it in place
     bumps the version and forces a recomputation."""
+    if torch.compiler.is_compiling():  # one traced graph: the compiler shares the work
+        return F.unfold(x, 4, padding=1, stride=2).transpose(1, 2).reshape(-1, 16)
     key = (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, x.device, x._version)
     if _PATCH_CACHE[2] == key:
         return _PATCH_CACHE[1]
@@ -214,35 +173,49 @@ def _image_patches(x: Tensor) -> Tensor:
     return patches
 
 
+_UPSAMPLED_PATCHES: dict = {}
+
+
+def _upsampled_patches(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``(49, 196, 16)``: the 4x4 stride-2 patches (zero padding 1) of the bilinear 28x28
+    upsampling of each of the 49 unit 7x7 maps: a constant of the geometry, so that
+    ``conv(upsample(m))`` is a matrix product for any 7x7 map ``m``."""
+    key = (dtype, device)
+    if key not in _UPSAMPLED_PATCHES or torch.compiler.is_compiling():
+        units = torch.eye(49, dtype=dtype, device=device).view(49, 1, 7, 7)
+        grid = F.interpolate(units, size=(28, 28), mode="bilinear", align_corners=False)
+        patches = F.unfold(grid, 4, padding=1, stride=2).transpose(1, 2)
+        if torch.compiler.is_compiling():
+            return patches
+        _UPSAMPLED_PATCHES[key] = patches.contiguous()
+    return _UPSAMPLED_PATCHES[key]
+
+
 class FastImageRNet(ImageRNet):
     """:class:`~cifutils.vae.ImageRNet` (the CIF-VAE's ``r(u | w, x)`` network) computed by
-    linearity: the same parameters and function, far less convolution work.
+    linearity: the same parameters and function, no convolution at all.
 
     The convolution of the two stacked channels is the sum of a convolution of the image and
-    one of ``upsample(Linear(w))``. The latter is affine in ``w``: it equals ``w @ A + c``,
-    with ``A`` and ``c`` obtained by pushing the ``d + 1`` points ``0, e_1, ..., e_d``
-    through Linear, upsampling and convolution (``d + 1`` small images, not one per row).
-    The image part is one matrix product with the image's patches, shared by all layers.
-    Hidden units are kept position-major; the output layer's weight is permuted to match.
+    one of ``upsample(Linear(w))``. Upsampling and the convolution's first input channel are
+    linear maps from the 7x7 map to the 1568 hidden units; their product ``M (49, 1568)`` is
+    the fixed patches of the upsampled unit maps times the kernel, so the ``w`` part is
+    ``w @ (W_embed^T M) + b_embed M``: two small matrix products per layer, in place of an
+    upsampling and a convolution of every row. The image part is one matrix product with the
+    image's patches, shared by all layers. Hidden units are kept position-major; the output
+    layer's weight is permuted to match.
     """
 
     def forward(self, w: Tensor, context: Tensor | None = None) -> Tensor:
         if context is None:
             raise ValueError("ImageRNet needs the image x as context")
-        n, d = w.shape
-        points = torch.cat([w.new_zeros(1, d), torch.eye(d, dtype=w.dtype, device=w.device)])
-        grid = F.interpolate(
-            self.embed(points).view(-1, 1, 7, 7),
-            size=(28, 28),
-            mode="bilinear",
-            align_corners=False,
-        )
-        maps = F.conv2d(grid, self.conv.weight[:, :1], stride=2, padding=1)  # (d + 1, 8, 14, 14)
-        maps = maps.flatten(2).transpose(1, 2).reshape(d + 1, -1)  # position-major (196 x 8)
-        offset, slope = maps[:1], maps[1:] - maps[:1]
+        n = w.shape[0]
+        kernels = self.conv.weight.reshape(8, 2, 16)
+        unit_maps = _upsampled_patches(w.dtype, w.device) @ kernels[:, 0].T  # (49, 196, 8)
+        unit_maps = unit_maps.reshape(49, -1)  # position-major (49, 1568)
+        slope = self.embed.weight.T @ unit_maps  # (d, 1568)
+        offset = self.embed.bias @ unit_maps  # (1568,)
         patches = _image_patches(context.reshape(-1, 1, 28, 28).to(w.dtype))
-        kernel = self.conv.weight[:, 1].reshape(8, 16)
-        image = torch.addmm(self.conv.bias, patches, kernel.T).reshape(n, -1)
+        image = torch.addmm(self.conv.bias, patches, kernels[:, 1].T).reshape(n, -1)
         h = torch.tanh(torch.addmm(image + offset, w, slope))
         out_w = self.out.weight.view(-1, 8, 196).transpose(1, 2).reshape(self.out.out_features, -1)
         return F.linear(h, out_w, self.out.bias)
