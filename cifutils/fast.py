@@ -13,7 +13,8 @@ names, same initialization) and the *same* function; only ``forward`` is rewritt
   picked with two ``gather`` calls and no full-size slicing;
 * no ``min``/``max`` domain check (the clamp makes it unnecessary).
 
-``inverse`` is inherited unchanged from nflows (it is used only for evaluation).
+``inverse`` is written the same way (``D`` passes of the MADE, the spline's quadratic solved
+elementwise); it serves the marginal-density estimates of CIFs.
 :class:`FastImageRNet` does the same for the CIF-VAE's auxiliary network ``r(u | w, x)``.
 :func:`accelerate` swaps these layers into an existing model in place, keeping the weights,
 so a model built with a seed is the same model with or without the fast path.
@@ -36,14 +37,14 @@ from torch.nn import functional as F
 from .vae import ImageRNet
 
 __all__ = [
-    "rq_spline_forward",
+    "rq_spline",
     "FastRQAutoregressive",
     "FastImageRNet",
     "accelerate",
 ]
 
 
-def rq_spline_forward(
+def rq_spline(
     inputs: Tensor,
     params: Tensor,
     num_bins: int,
@@ -52,8 +53,10 @@ def rq_spline_forward(
     min_bin_width: float = 1e-3,
     min_bin_height: float = 1e-3,
     min_derivative: float = 1e-3,
+    inverse: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Monotone rational-quadratic spline on ``[-B, B]`` with identity tails, elementwise.
+    """Monotone rational-quadratic spline on ``[-B, B]`` with identity tails, elementwise,
+    or its inverse.
 
     Args:
         inputs: ``(N, D)``.
@@ -62,10 +65,14 @@ def rq_spline_forward(
         num_bins: ``K``.
         tail_bound: ``B``.
         scale: divisor of the width and height logits (nflows: sqrt of the MADE width).
+        inverse: invert the spline instead: the root in ``[0, 1]`` of the bin's quadratic,
+            written in the cancellation-free form ``2c / (-b - sqrt(b^2 - 4ac))``, with the
+            discriminant clamped at zero (rounding can make it slightly negative).
 
     Returns:
-        ``outputs (N, D)`` and ``logabsdet (N,)`` (summed over ``D``), equal to nflows'
-        ``unconstrained_rational_quadratic_spline`` with ``tails="linear"``.
+        ``outputs (N, D)`` and ``logabsdet (N,)`` (summed over ``D``; of the inverse when
+        ``inverse``), equal to nflows' ``unconstrained_rational_quadratic_spline`` with
+        ``tails="linear"``.
     """
     k, b = num_bins, float(tail_bound)
     n, d = inputs.shape
@@ -86,7 +93,8 @@ def rq_spline_forward(
     cum = 2 * b * torch.cumsum(sizes, dim=-1) + (-b)  # (N, D, 2, K); last entry ~ B
     edge = torch.full_like(cum[..., :1], b)
     knots = torch.cat([-edge, cum[..., :-1], edge], dim=-1)  # (N, D, 2, K + 1), exact ends
-    idx = (x.unsqueeze(-1) >= cum[..., 0, :-1]).sum(-1, keepdim=True)  # bin 0..K-1, (N, D, 1)
+    side = 1 if inverse else 0  # the bin is looked up among the knots of the input axis
+    idx = (x.unsqueeze(-1) >= cum[..., side, :-1]).sum(-1, keepdim=True)  # bin, (N, D, 1)
     pair = torch.cat([idx, idx + 1], dim=-1)  # left and right knot of the bin
     kx, ky = knots.gather(-1, pair.unsqueeze(-2).expand(n, d, 2, 2)).unbind(-2)
     cw, w = kx[..., 0], kx[..., 1] - kx[..., 0]
@@ -96,12 +104,24 @@ def rq_spline_forward(
     derivs = min_derivative + F.softplus(torch.cat([end, ud, end], dim=-1))  # (N, D, K + 1)
     d0, d1 = derivs.gather(-1, pair).unbind(-1)
     dl = h / w
-    theta = (x - cw) / w
+    if inverse:
+        dy, curv = x - ch, d0 + d1 - 2 * dl
+        qa = dy * curv + h * (dl - d0)
+        qb = h * d0 - dy * curv
+        qc = -dl * dy
+        disc = (qb.pow(2) - 4 * qa * qc).clamp_min(0)
+        theta = (2 * qc) / (-qb - torch.sqrt(disc))
+        outputs = cw + theta * w
+    else:
+        theta = (x - cw) / w
     t1t = theta * (1 - theta)
     denominator = dl + (d0 + d1 - 2 * dl) * t1t
-    outputs = ch + h * (dl * theta.pow(2) + d0 * t1t) / denominator
+    if not inverse:
+        outputs = ch + h * (dl * theta.pow(2) + d0 * t1t) / denominator
     numerator = dl.pow(2) * (d1 * theta.pow(2) + 2 * dl * t1t + d0 * (1 - theta).pow(2))
     logabsdet = torch.log(numerator) - 2 * torch.log(denominator)
+    if inverse:
+        logabsdet = -logabsdet
     outputs = torch.where(inside, outputs, inputs)
     logabsdet = torch.where(inside, logabsdet, torch.zeros_like(logabsdet))
     return outputs, logabsdet.sum(-1)
@@ -112,7 +132,7 @@ class FastRQAutoregressive(_NflowsRQ):
 
     Supports the configuration used in this library: linear tails, residual MADE blocks,
     no batch norm, no dropout. ``forward(x, context)`` returns ``(y (N, D), logabsdet (N,))``
-    equal (to float rounding) to the parent's; ``inverse`` is the parent's.
+    equal (to float rounding) to the parent's; ``inverse`` too (``D`` passes, as nflows).
     """
 
     def _made(self, inputs: Tensor, context: Tensor | None) -> Tensor:
@@ -139,17 +159,30 @@ class FastRQAutoregressive(_NflowsRQ):
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.tails != "linear" or not self.autoregressive_net.use_residual_blocks:
             return super().forward(inputs, context)
+        return self._spline(inputs, self._made(inputs, context), inverse=False)
+
+    def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if self.tails != "linear" or not self.autoregressive_net.use_residual_blocks:
+            return super().inverse(inputs, context)
+        # Feature i of the output needs outputs 1..i-1: D passes, each fixing one more feature.
+        outputs = torch.zeros_like(inputs)
+        logabsdet = inputs.new_zeros(inputs.shape[0])
+        for _ in range(inputs.shape[1]):
+            outputs, logabsdet = self._spline(inputs, self._made(outputs, context), inverse=True)
+        return outputs, logabsdet
+
+    def _spline(self, inputs: Tensor, made_out: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         n, d = inputs.shape
-        params = self._made(inputs, context).view(n, d, self._output_dim_multiplier())
-        return rq_spline_forward(
+        return rq_spline(
             inputs,
-            params,
+            made_out.view(n, d, self._output_dim_multiplier()),
             self.num_bins,
             self.tail_bound,
             self._logit_scale(),
             self.min_bin_width,
             self.min_bin_height,
             self.min_derivative,
+            inverse=inverse,
         )
 
 

@@ -674,7 +674,8 @@ def plot_mog_grid(
 
 def plot_estimator_study(study: dict, ax=None, reference: float | None = None):
     """Mean +- standard deviation over repetitions of the auxiliary and marginal ELBO
-    estimates against the number of samples ``N`` (log axis)."""
+    estimates against the number of samples ``N`` (log axis); skipped estimates (``None``)
+    are left out."""
     ax = _ax(ax)
     n = np.asarray(study["n"], dtype=float)
     series = [
@@ -685,10 +686,11 @@ def plot_estimator_study(study: dict, ax=None, reference: float | None = None):
     for shift, (key, label, marker) in zip((0.94, 1.0, 1.06), series):
         if f"{key}_mean" not in study:
             continue
+        ran = np.array([v is not None for v in study[f"{key}_mean"]])  # skipped: None
         ax.errorbar(
-            n * shift,
-            study[f"{key}_mean"],
-            yerr=study[f"{key}_std"],
+            n[ran] * shift,
+            np.asarray(study[f"{key}_mean"], dtype=object)[ran].astype(float),
+            yerr=np.asarray(study[f"{key}_std"], dtype=object)[ran].astype(float),
             marker=marker,
             capsize=3,
             label=label,

@@ -193,6 +193,24 @@ def test_estimator_study_shapes_and_bias_direction():
         assert len(study[key]) == 2 and all(math.isfinite(v) for v in study[key])
 
 
+def test_estimator_study_skips_what_exceeds_max_rows_and_plots_the_rest():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from cifutils.plotting import plot_estimator_study
+
+    torch.manual_seed(0)
+    family = mog.build_model("cif-nsf", 1.0)
+    # N = 16: M = N needs 256 passes per repetition (skipped), M = sqrt(N) 64 (run)
+    study = mog.estimator_study(family, get_target("mog9"), [1, 16], reps=2, max_rows=100)
+    assert study["skipped"] == [{"rule": "N", "n": 16, "rows_per_rep": 256}]
+    assert study["marg_N_mean"][1] is None and study["marg_N_std"][1] is None
+    assert all(math.isfinite(v) for v in study["marg_sqrtN_mean"] + study["marg_N_mean"][:1])
+    ax = plot_estimator_study(study)
+    sizes = [len(bars.lines[0].get_xdata()) for bars in ax.containers]
+    assert sizes == [2, 1, 2]  # auxiliary, M = N (drawn at N = 1 only), M = sqrt(N)
+
+
 def test_layer_posteriors_are_normalized_and_kl_nonnegative():
     torch.manual_seed(0)
     family = mog.build_model("cif-nsf", 1.0)
