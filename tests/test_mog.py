@@ -197,6 +197,8 @@ def test_estimator_study_skips_what_exceeds_max_rows_and_plots_the_rest():
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     from cifutils.plotting import plot_estimator_study
 
     torch.manual_seed(0)
@@ -206,8 +208,10 @@ def test_estimator_study_skips_what_exceeds_max_rows_and_plots_the_rest():
     assert study["skipped"] == [{"rule": "N", "n": 16, "rows_per_rep": 256}]
     assert study["marg_N_mean"][1] is None and study["marg_N_std"][1] is None
     assert all(math.isfinite(v) for v in study["marg_sqrtN_mean"] + study["marg_N_mean"][:1])
-    ax = plot_estimator_study(study)
+    fig, ax = plt.subplots()
+    plot_estimator_study(study, ax)
     sizes = [len(bars.lines[0].get_xdata()) for bars in ax.containers]
+    plt.close(fig)
     assert sizes == [2, 1, 2]  # auxiliary, M = N (drawn at N = 1 only), M = sqrt(N)
 
 
