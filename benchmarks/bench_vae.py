@@ -70,6 +70,18 @@ def time_training(configs, steps: int, repeats: int) -> dict:
     return times
 
 
+def step_flops(posterior: str) -> float:
+    """MFLOP of one training step's forward and backward pass (matrix products and
+    convolutions, as counted by ``torch.utils.flop_counter``; elementwise work not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    vae = make_vae(posterior)
+    with FlopCounterMode(display=False) as counter:
+        (-vae.elbo(_images(100)).mean()).backward()
+    return counter.get_total_flops() / 1e6
+
+
 def time_eval(posterior: str, fast: bool, images: int, k: int = 100) -> float:
     """Test images per second for the K-sample importance-weighted bound."""
     torch.manual_seed(0)
@@ -110,6 +122,7 @@ def main() -> None:
         f"{'posterior':10s} {'layers':7s} {'train ms/step (median [min, max])':36s} "
         f"{'eval img/s (K=100)':>18s}"
     )
+    flops = {kind: step_flops(kind) for kind in ("gaussian", "nsf", "cif-nsf")}
     for kind, fast in rows:
         times = all_times[kind, fast]
         med = statistics.median(times)
@@ -128,6 +141,11 @@ def main() -> None:
             f"{medians['cif-nsf', False] / medians['cif-nsf', True]:.2f}x"
         )
     print(f"CIF-NSF / NSF (fast): {medians['cif-nsf', True] / medians['nsf', True]:.2f}")
+    print(
+        "MFLOP per step (matrix products and convolutions, forward + backward): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in flops.items())
+        + f"; CIF-NSF / NSF {flops['cif-nsf'] / flops['nsf']:.2f}"
+    )
     if args.compile:
         for kind in ("nsf", "cif-nsf"):
             base = medians.get((kind, False))
