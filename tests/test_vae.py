@@ -392,3 +392,18 @@ def test_image_patches_are_computed_once_per_pass(monkeypatch):
     other.mul_(0.0)
     check(other)  # the same tensor changed in place
     assert len(calls) == 3  # once per pass of the fast model (the slow one convolves)
+
+
+def test_flop_counts_of_the_benchmark():
+    """Chapter 6 explains the CIF-NSF's cost by its arithmetic: the benchmark's count must
+    show more than twice the NSF's matrix-product FLOPs (the r-networks on the image)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_vae.py"
+    spec = importlib.util.spec_from_file_location("bench_vae", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    flops = {kind: bench.step_flops(kind) for kind in ("gaussian", "nsf", "cif-nsf")}
+    assert flops["gaussian"] < flops["nsf"] < flops["cif-nsf"]
+    assert 2.0 < flops["cif-nsf"] / flops["nsf"] < 3.5, flops
