@@ -670,7 +670,9 @@ def estimator_study(
     (float64, through the fused inverse of :mod:`cifutils.fast`). A marginal estimate that
     needs more than ``max_rows`` backward passes (``N * M``) per repetition is skipped: its
     mean and std are ``None`` and it is listed under ``"skipped"``. Returns the mean and
-    standard deviation over ``reps`` of each estimate.
+    standard deviation over ``reps`` of each estimate, and of the paired difference
+    marginal minus auxiliary on the same ``z`` samples (``diff_<rule>_mean/std``), which shows
+    the marginal estimate's bias far more sharply than either estimate alone.
     """
     from .fast import accelerate
 
@@ -679,6 +681,7 @@ def estimator_study(
     out["skipped"] = []
     for rule in m_rules:
         out[f"marg_{rule}_mean"], out[f"marg_{rule}_std"] = [], []
+        out[f"diff_{rule}_mean"], out[f"diff_{rule}_std"] = [], []
     for n in ns:
         ms = {rule: n if rule == "N" else math.ceil(math.sqrt(n)) for rule in m_rules}
         run = [rule for rule in m_rules if max_rows is None or n * ms[rule] <= max_rows]
@@ -701,8 +704,10 @@ def estimator_study(
         out["aux_std"].append(float(np.std(aux)))
         for rule in m_rules:
             done = rule in run
-            out[f"marg_{rule}_mean"].append(float(np.mean(marg[rule])) if done else None)
-            out[f"marg_{rule}_std"].append(float(np.std(marg[rule])) if done else None)
+            diff = np.asarray(marg.get(rule, [])) - np.asarray(aux) if done else None
+            for key, values in (("marg", marg.get(rule)), ("diff", diff)):
+                out[f"{key}_{rule}_mean"].append(float(np.mean(values)) if done else None)
+                out[f"{key}_{rule}_std"].append(float(np.std(values)) if done else None)
     return out
 
 

@@ -590,6 +590,7 @@ __all__ += [
     "plot_kde",
     "plot_mog_grid",
     "plot_estimator_study",
+    "plot_estimator_differences",
     "plot_layer_posterior",
     "plot_index_colouring",
 ]
@@ -700,6 +701,37 @@ def plot_estimator_study(study: dict, ax=None, reference: float | None = None):
     ax.set_xscale("log")
     ax.set_xlabel("number of samples $N$")
     ax.set_ylabel("estimate (nats)")
+    ax.legend()
+    return ax
+
+
+def plot_estimator_differences(study: dict, ax=None):
+    """Mean +- standard deviation over repetitions of the paired difference marginal minus
+    auxiliary ELBO estimate (same ``z`` samples) against ``N``, for each rule for ``M``;
+    skipped estimates are left out. Needs a study with ``diff_*`` entries."""
+    ax = _ax(ax)
+    n = np.asarray(study["n"], dtype=float)
+    series = [
+        ("N", "$M = N$", "s", "C1"),
+        ("sqrtN", "$M = \\lceil\\sqrt{N}\\rceil$", "^", "C2"),
+    ]
+    for shift, (rule, label, marker, colour) in zip((0.97, 1.03), series):
+        if f"diff_{rule}_mean" not in study:
+            continue
+        ran = np.array([v is not None for v in study[f"diff_{rule}_mean"]])
+        ax.errorbar(
+            n[ran] * shift,
+            np.asarray(study[f"diff_{rule}_mean"], dtype=object)[ran].astype(float),
+            yerr=np.asarray(study[f"diff_{rule}_std"], dtype=object)[ran].astype(float),
+            marker=marker,
+            color=colour,
+            capsize=3,
+            label=label,
+        )
+    ax.axhline(0.0, color="grey", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("number of samples $N$")
+    ax.set_ylabel("marginal $-$ auxiliary (nats)")
     ax.legend()
     return ax
 

@@ -199,7 +199,7 @@ def test_estimator_study_skips_what_exceeds_max_rows_and_plots_the_rest():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cifutils.plotting import plot_estimator_study
+    from cifutils.plotting import plot_estimator_differences, plot_estimator_study
 
     torch.manual_seed(0)
     family = mog.build_model("cif-nsf", 1.0)
@@ -208,11 +208,18 @@ def test_estimator_study_skips_what_exceeds_max_rows_and_plots_the_rest():
     assert study["skipped"] == [{"rule": "N", "n": 16, "rows_per_rep": 256}]
     assert study["marg_N_mean"][1] is None and study["marg_N_std"][1] is None
     assert all(math.isfinite(v) for v in study["marg_sqrtN_mean"] + study["marg_N_mean"][:1])
-    fig, ax = plt.subplots()
+    fig, (ax, ax2) = plt.subplots(1, 2)
     plot_estimator_study(study, ax)
+    plot_estimator_differences(study, ax2)
     sizes = [len(bars.lines[0].get_xdata()) for bars in ax.containers]
+    diff_sizes = [len(bars.lines[0].get_xdata()) for bars in ax2.containers]
     plt.close(fig)
     assert sizes == [2, 1, 2]  # auxiliary, M = N (drawn at N = 1 only), M = sqrt(N)
+    assert diff_sizes == [1, 2]
+    # the difference is paired: its mean is the difference of the two means
+    for i in (0, 1):
+        gap = study["marg_sqrtN_mean"][i] - study["aux_mean"][i]
+        assert math.isclose(study["diff_sqrtN_mean"][i], gap, abs_tol=1e-9)
 
 
 def test_layer_posteriors_are_normalized_and_kl_nonnegative():
