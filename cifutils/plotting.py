@@ -705,10 +705,12 @@ def plot_estimator_study(study: dict, ax=None, reference: float | None = None):
     return ax
 
 
-def plot_estimator_differences(study: dict, ax=None):
+def plot_estimator_differences(study: dict, ax=None, linthresh: float | None = 0.01):
     """Mean +- standard deviation over repetitions of the paired difference marginal minus
     auxiliary ELBO estimate (same ``z`` samples) against ``N``, for each rule for ``M``;
-    skipped estimates are left out. Needs a study with ``diff_*`` entries."""
+    skipped estimates are left out. Needs a study with ``diff_*`` entries. The y axis is
+    linear within ``+-linthresh`` and logarithmic beyond (``None``: linear), so that the
+    small settled values and the wide spread at small ``N`` both stay readable."""
     ax = _ax(ax)
     n = np.asarray(study["n"], dtype=float)
     series = [
@@ -732,6 +734,9 @@ def plot_estimator_differences(study: dict, ax=None):
     ax.set_xscale("log")
     ax.set_xlabel("number of samples $N$")
     ax.set_ylabel("marginal $-$ auxiliary (nats)")
+    if linthresh is not None:
+        ax.set_yscale("symlog", linthresh=linthresh)
+        ax.set_ylabel(f"marginal $-$ auxiliary (nats,\nlinear within $\\pm${linthresh:g})")
     ax.legend()
     return ax
 
