@@ -189,6 +189,12 @@ class FastRQAutoregressive(_NflowsRQ):
 _PATCH_CACHE: list = [None, None, None]  # [image tensor, its patches, its key]
 
 
+def _patches(x: Tensor) -> Tensor:
+    """``(N, 196, 16)``: the 4x4 stride-2 patches (zero padding 1) of ``x (N, 1, 28, 28)``,
+    position-major: the inputs of the r-network's convolution at each output position."""
+    return F.unfold(x, 4, padding=1, stride=2).transpose(1, 2)
+
+
 def _image_patches(x: Tensor) -> Tensor:
     """``(N * 196, 16)``: the 4x4 stride-2 patches of ``x (N, 1, 28, 28)`` (zero padding 1),
     position-major. The ten CIF layers of one forward pass get the same images, each time
@@ -197,11 +203,11 @@ def _image_patches(x: Tensor) -> Tensor:
     memory cannot be freed and reused by other data in the meantime; writing to it in place
     bumps the version and forces a recomputation."""
     if torch.compiler.is_compiling():  # one traced graph: the compiler shares the work
-        return F.unfold(x, 4, padding=1, stride=2).transpose(1, 2).reshape(-1, 16)
+        return _patches(x).reshape(-1, 16)
     key = (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, x.device, x._version)
     if _PATCH_CACHE[2] == key:
         return _PATCH_CACHE[1]
-    patches = F.unfold(x, 4, padding=1, stride=2).transpose(1, 2).reshape(-1, 16)
+    patches = _patches(x).reshape(-1, 16)
     _PATCH_CACHE[:] = [x, patches, key]
     return patches
 
@@ -214,14 +220,13 @@ def _upsampled_patches(dtype: torch.dtype, device: torch.device) -> Tensor:
     upsampling of each of the 49 unit 7x7 maps: a constant of the geometry, so that
     ``conv(upsample(m))`` is a matrix product for any 7x7 map ``m``."""
     key = (dtype, device)
-    if key not in _UPSAMPLED_PATCHES or torch.compiler.is_compiling():
-        units = torch.eye(49, dtype=dtype, device=device).view(49, 1, 7, 7)
-        grid = F.interpolate(units, size=(28, 28), mode="bilinear", align_corners=False)
-        patches = F.unfold(grid, 4, padding=1, stride=2).transpose(1, 2)
-        if torch.compiler.is_compiling():
-            return patches
+    if key in _UPSAMPLED_PATCHES and not torch.compiler.is_compiling():
+        return _UPSAMPLED_PATCHES[key]
+    units = torch.eye(49, dtype=dtype, device=device).view(49, 1, 7, 7)
+    patches = _patches(F.interpolate(units, size=(28, 28), mode="bilinear", align_corners=False))
+    if not torch.compiler.is_compiling():  # traced: a constant of the graph, not cached
         _UPSAMPLED_PATCHES[key] = patches.contiguous()
-    return _UPSAMPLED_PATCHES[key]
+    return patches
 
 
 class FastImageRNet(ImageRNet):

@@ -703,11 +703,12 @@ def estimator_study(
         out["aux_mean"].append(float(np.mean(aux)))
         out["aux_std"].append(float(np.std(aux)))
         for rule in m_rules:
-            done = rule in run
-            diff = np.asarray(marg.get(rule, [])) - np.asarray(aux) if done else None
-            for key, values in (("marg", marg.get(rule)), ("diff", diff)):
-                out[f"{key}_{rule}_mean"].append(float(np.mean(values)) if done else None)
-                out[f"{key}_{rule}_std"].append(float(np.std(values)) if done else None)
+            stats = {"marg": marg.get(rule), "diff": None}
+            if rule in run:
+                stats["diff"] = np.subtract(marg[rule], aux)  # paired: the same z samples
+            for key, values in stats.items():  # None where skipped
+                out[f"{key}_{rule}_mean"].append(None if values is None else float(np.mean(values)))
+                out[f"{key}_{rule}_std"].append(None if values is None else float(np.std(values)))
     return out
 
 

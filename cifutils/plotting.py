@@ -673,6 +673,15 @@ def plot_mog_grid(
     return fig
 
 
+def _errorbar_where_run(ax, n, study: dict, key: str, shift: float, **kwargs) -> None:
+    """``study[key + "_mean"]`` +- ``study[key + "_std"]`` against ``n * shift``, leaving out
+    the skipped entries (``None``)."""
+    means = np.asarray(study[f"{key}_mean"], dtype=object)
+    ran = means != None  # noqa: E711 (elementwise)
+    stds = np.asarray(study[f"{key}_std"], dtype=object)[ran].astype(float)
+    ax.errorbar(n[ran] * shift, means[ran].astype(float), yerr=stds, capsize=3, **kwargs)
+
+
 def plot_estimator_study(study: dict, ax=None, reference: float | None = None):
     """Mean +- standard deviation over repetitions of the auxiliary and marginal ELBO
     estimates against the number of samples ``N`` (log axis); skipped estimates (``None``)
@@ -685,17 +694,8 @@ def plot_estimator_study(study: dict, ax=None, reference: float | None = None):
         ("marg_sqrtN", "marginal, $M = \\lceil\\sqrt{N}\\rceil$", "^"),
     ]
     for shift, (key, label, marker) in zip((0.94, 1.0, 1.06), series):
-        if f"{key}_mean" not in study:
-            continue
-        ran = np.array([v is not None for v in study[f"{key}_mean"]])  # skipped: None
-        ax.errorbar(
-            n[ran] * shift,
-            np.asarray(study[f"{key}_mean"], dtype=object)[ran].astype(float),
-            yerr=np.asarray(study[f"{key}_std"], dtype=object)[ran].astype(float),
-            marker=marker,
-            capsize=3,
-            label=label,
-        )
+        if f"{key}_mean" in study:
+            _errorbar_where_run(ax, n, study, key, shift, marker=marker, label=label)
     if reference is not None:
         ax.axhline(reference, color="grey", ls="--", lw=1, label="$\\log Z = 0$")
     ax.set_xscale("log")
@@ -718,18 +718,9 @@ def plot_estimator_differences(study: dict, ax=None, linthresh: float | None = 0
         ("sqrtN", "$M = \\lceil\\sqrt{N}\\rceil$", "^", "C2"),
     ]
     for shift, (rule, label, marker, colour) in zip((0.97, 1.03), series):
-        if f"diff_{rule}_mean" not in study:
-            continue
-        ran = np.array([v is not None for v in study[f"diff_{rule}_mean"]])
-        ax.errorbar(
-            n[ran] * shift,
-            np.asarray(study[f"diff_{rule}_mean"], dtype=object)[ran].astype(float),
-            yerr=np.asarray(study[f"diff_{rule}_std"], dtype=object)[ran].astype(float),
-            marker=marker,
-            color=colour,
-            capsize=3,
-            label=label,
-        )
+        if f"diff_{rule}_mean" in study:
+            key = f"diff_{rule}"
+            _errorbar_where_run(ax, n, study, key, shift, marker=marker, color=colour, label=label)
     ax.axhline(0.0, color="grey", ls="--", lw=1)
     ax.set_xscale("log")
     ax.set_xlabel("number of samples $N$")

@@ -64,6 +64,7 @@ __all__ = [
     "table1",
     "validation_cells",
     "validation_table",
+    "ordering_check",
 ]
 
 
@@ -600,3 +601,20 @@ def validation_table(runs: dict):
             }
         )
     return pd.DataFrame(out)
+
+
+def ordering_check(dataset: str, values: dict[str, np.ndarray], nsf_gain: bool = False) -> str:
+    """One line checking Table 1's ordering Gaussian < NSF < CIF-NSF on per-seed ``values``
+    (``{posterior: array over seeds}``): the ordering of the means, CIF-NSF's lead over the
+    NSF next to each one's standard deviation over seeds, and with ``nsf_gain`` the NSF's
+    lead over the Gaussian."""
+    m = {q: np.mean(v) for q, v in values.items()}
+    line = (
+        f"{dataset}: Gaussian < NSF < CIF-NSF as in Table 1: "
+        f"{m['gaussian'] < m['nsf'] < m['cif-nsf']}; CIF-NSF - NSF = "
+        f"{m['cif-nsf'] - m['nsf']:+.2f} nats (seed std {np.std(values['nsf'], ddof=1):.2f} "
+        f"and {np.std(values['cif-nsf'], ddof=1):.2f})"
+    )
+    if nsf_gain:
+        line += f"; NSF - Gaussian = {m['nsf'] - m['gaussian']:+.2f} nats"
+    return line
