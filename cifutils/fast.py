@@ -14,7 +14,8 @@ names, same initialization) and the *same* function; only ``forward`` is rewritt
 * no ``min``/``max`` domain check (the clamp makes it unnecessary).
 
 ``inverse`` is written the same way (``D`` passes of the MADE, the spline's quadratic solved
-elementwise); it serves the marginal-density estimates of CIFs.
+elementwise), each pass computing and inverting only the one feature it fixes; it serves the
+marginal-density estimates of CIFs.
 :class:`FastImageRNet` does the same for the CIF-VAE's auxiliary network ``r(u | w, x)``.
 :func:`accelerate` swaps these layers into an existing model in place, keeping the weights,
 so a model built with a seed is the same model with or without the fast path.
@@ -135,7 +136,8 @@ class FastRQAutoregressive(_NflowsRQ):
     equal (to float rounding) to the parent's; ``inverse`` too (``D`` passes, as nflows).
     """
 
-    def _made(self, inputs: Tensor, context: Tensor | None) -> Tensor:
+    def _made(self, inputs: Tensor, context: Tensor | None, feature: int | None = None) -> Tensor:
+        """The MADE's output ``(N, D * P)``, or only feature ``feature``'s ``P`` parameters."""
         made = self.autoregressive_net
         first = made.initial_layer
         h = F.linear(inputs, first.weight * first.mask, first.bias)
@@ -148,7 +150,14 @@ class FastRQAutoregressive(_NflowsRQ):
                 t = t + block.context_layer(context)
             h = h + F.linear(block.activation(t), l1.weight * l1.mask, l1.bias)
         last = made.final_layer
-        return F.linear(h, last.weight * last.mask, last.bias)
+        weight, bias = last.weight * last.mask, last.bias
+        if feature is not None:  # nflows lays the outputs out feature-major
+            rows = slice(
+                feature * self._output_dim_multiplier(),
+                (feature + 1) * self._output_dim_multiplier(),
+            )
+            weight, bias = weight[rows], bias[rows]
+        return F.linear(h, weight, bias)
 
     def _logit_scale(self) -> float:
         # nflows divides the width/height logits by sqrt(hidden) only when the net has a
@@ -164,12 +173,23 @@ class FastRQAutoregressive(_NflowsRQ):
     def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.tails != "linear" or not self.autoregressive_net.use_residual_blocks:
             return super().inverse(inputs, context)
-        # Feature i of the output needs outputs 1..i-1: D passes, each fixing one more feature.
-        outputs = torch.zeros_like(inputs)
-        logabsdet = inputs.new_zeros(inputs.shape[0])
-        for _ in range(inputs.shape[1]):
-            outputs, logabsdet = self._spline(inputs, self._made(outputs, context), inverse=True)
-        return outputs, logabsdet
+        # Feature i of the output needs features 1..i-1 of the output: D passes, each
+        # inverting one more feature's spline. The MADE's masks keep feature i's parameters
+        # blind to features i..D, which are left at zero; the first feature's parameters
+        # depend on no feature at all, so without a context they are one row for all.
+        n, d = inputs.shape
+        columns: list[Tensor] = []
+        logabsdet = inputs.new_zeros(n)
+        for i in range(d):
+            if i == 0 and context is None:
+                params = self._made(inputs.new_zeros(1, d), None, feature=0).expand(n, -1)
+            else:
+                known = torch.cat(columns + [inputs.new_zeros(n, d - i)], dim=1)
+                params = self._made(known, context, feature=i)
+            column, lad = self._spline(inputs[:, i : i + 1], params, inverse=True)
+            columns.append(column)
+            logabsdet = logabsdet + lad
+        return torch.cat(columns, dim=1), logabsdet
 
     def _spline(self, inputs: Tensor, made_out: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         n, d = inputs.shape

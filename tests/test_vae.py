@@ -16,9 +16,9 @@ from cifutils.flows import num_parameters, rq_autoregressive_step
 from cifutils.vae import ImageRNet, iw_log_likelihood, make_vae
 
 
-def _perturbed_step(dtype: torch.dtype, seed: int = 0, hidden: int = 44):
+def _perturbed_step(dtype: torch.dtype, seed: int = 0, hidden: int = 44, context=None):
     torch.manual_seed(seed)
-    step = rq_autoregressive_step(20, hidden, 8, 3.0, 2).to(dtype)
+    step = rq_autoregressive_step(20, hidden, 8, 3.0, 2, context_features=context).to(dtype)
     with torch.no_grad():  # move away from the near-identity initialization
         for p in step.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -57,13 +57,17 @@ def test_fast_spline_inverse_round_trip():
     torch.testing.assert_close(lad_inv, -lad, atol=1e-6, rtol=1e-6)
 
 
-def test_fast_spline_inverse_equals_nflows():
-    slow = _perturbed_step(torch.float64)
+@pytest.mark.parametrize("context", [None, 5])
+def test_fast_spline_inverse_equals_nflows(context):
+    # the fused inverse takes shortcuts when there is no context (the first feature's
+    # parameters computed once for all rows): both cases against nflows
+    slow = _perturbed_step(torch.float64, context=context)
     fast = accelerate(copy.deepcopy(slow))
+    ctx = None if context is None else torch.randn(400, context, dtype=torch.float64)
     with torch.no_grad():
-        y, _ = slow(_inputs(torch.float64))
-        x0, l0 = slow.inverse(y)
-        x1, l1 = fast.inverse(y)
+        y, _ = slow(_inputs(torch.float64), ctx)
+        x0, l0 = slow.inverse(y, ctx)
+        x1, l1 = fast.inverse(y, ctx)
     torch.testing.assert_close(x1, x0, atol=1e-8, rtol=1e-8)
     torch.testing.assert_close(l1, l0, atol=1e-8, rtol=1e-8)
 
