@@ -222,6 +222,79 @@ def test_estimator_study_skips_what_exceeds_max_rows_and_plots_the_rest():
         assert math.isclose(study["diff_sqrtN_mean"][i], gap, abs_tol=1e-9)
 
 
+@pytest.mark.parametrize("chunk_rows", [1, 5, 64, 1000])
+@pytest.mark.parametrize("m", [1, 7, 50])
+def test_marginal_log_q_keeps_each_point_with_its_own_rows(chunk_rows, m):
+    # A log weight that depends on the point only: log q_hat_M must give that value back
+    # for every point, however the n * M rows are cut into calls (points per call, or
+    # several calls per point when M > chunk_rows).
+    calls = []
+
+    def log_weights(rows):
+        calls.append(rows.shape[0])
+        return 3 * rows[:, 0] - rows[:, 1]
+
+    z = torch.randn(9, 2, dtype=torch.float64)
+    out = mog._marginal_log_q(log_weights, z, m, chunk_rows)
+    torch.testing.assert_close(out, 3 * z[:, 0] - z[:, 1])
+    assert max(calls) <= max(chunk_rows, m) and sum(calls) == 9 * m
+    if m > chunk_rows:
+        assert max(calls) == chunk_rows
+
+
+def _study(tmp_path=None, **kw):
+    torch.manual_seed(0)
+    family = mog.build_model("cif-nsf", 1.0)
+    cache = None if tmp_path is None else tmp_path / "study.jsonl"
+    args = dict(ns=[1, 16, 64], reps=3, chunk_rows=50, seed=7, cache=cache)
+    args.update(kw)
+    return mog.estimator_study(family, get_target("mog9"), **args)
+
+
+def test_estimator_study_resumes_from_its_cache_and_splits_over_workers(tmp_path):
+    whole = _study()
+    assert len(whole["units"]) == 9 and whole["reps"] == 3
+    # interrupted: only some repetitions reached the cache; the rerun computes the rest
+    _study(tmp_path)
+    cache = tmp_path / "study.jsonl"
+    lines = cache.read_text().splitlines()
+    assert len(lines) == 1 + 9  # header + one line per (N, repetition)
+    cache.write_text("\n".join(lines[:4]) + "\n")
+    resumed = _study(tmp_path)
+    assert resumed == whole
+    assert len(cache.read_text().splitlines()) == 10
+    # two worker processes: the same numbers (each repetition has its own seed)
+    assert _study(workers=2) == whole
+    # a cache written for another study is not used
+    other = _study(tmp_path, seed=8)
+    assert other["aux_mean"] != whole["aux_mean"]
+    assert json.loads(cache.read_text().splitlines()[0])["seed"] == 8
+
+
+def test_compiled_estimator_repetition_equals_eager():
+    _needs_a_compiler()
+    from cifutils.fast import accelerate
+
+    torch.manual_seed(0)
+    family = accelerate(mog.build_model("cif-nsf", 1.0).double())
+    target = get_target("mog9")
+    # N = 16: M = N and M = sqrt(N) both fill calls of exactly 64 rows, the compiled shape
+    eager = mog._EstimatorUnit(family, target, ("N", "sqrtN"), 64, None, 7, compiled=False)
+    compiled = mog._EstimatorUnit(family, target, ("N", "sqrtN"), 64, None, 7, compiled=True)
+    a, b = eager((16, 0)), compiled((16, 0))
+    assert compiled._fn is not None  # the compiled path ran
+    assert a.keys() == b.keys() == {"n", "rep", "aux", "marg_N", "marg_sqrtN"}
+    for key in a:
+        assert math.isclose(a[key], b[key], rel_tol=1e-9, abs_tol=1e-9), (key, a, b)
+
+
+def _needs_a_compiler():
+    import shutil
+
+    if not (shutil.which("c++") or shutil.which("g++")):
+        pytest.skip("torch.compile on the CPU needs a C++ compiler; none on PATH")
+
+
 def test_layer_posteriors_are_normalized_and_kl_nonnegative():
     torch.manual_seed(0)
     family = mog.build_model("cif-nsf", 1.0)
