@@ -652,11 +652,15 @@ def side_by_side(
     return pd.concat([summary_table(r, columns) for r in named.values()], axis=1, keys=list(named))
 
 
-@torch.no_grad()
 def _unit_seed(seed: int, n: int, rep: int) -> int:
     """The RNG seed of repetition ``rep`` at sample size ``n``: each (n, rep) is its own
     stream, so any subset of the study, in any process and order, gives the same numbers."""
     return (seed * 100_003 + n) * 1_009 + rep
+
+
+def _num_u_samples(rule: str, n: int) -> int:
+    """``M`` of a rule of the estimator study at ``N = n``: ``"N"`` or ``"sqrtN"``."""
+    return n if rule == "N" else math.ceil(math.sqrt(n))
 
 
 def _marginal_log_q(
@@ -685,12 +689,8 @@ class _EstimatorUnit:
 
     def __init__(self, family, target, m_rules, chunk_rows, max_rows, seed, compiled):
         self.family, self.target, self.m_rules = family, target, tuple(m_rules)
-        self.chunk_rows, self.max_rows, self.seed, self.compiled = (
-            chunk_rows,
-            max_rows,
-            seed,
-            compiled,
-        )
+        self.chunk_rows, self.max_rows = chunk_rows, max_rows
+        self.seed, self.compiled = seed, compiled
         self._fn = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -698,7 +698,7 @@ class _EstimatorUnit:
 
     def rules(self, n: int) -> dict[str, int]:
         """``M`` of each rule at ``N = n`` that fits within ``max_rows``."""
-        ms = {rule: n if rule == "N" else math.ceil(math.sqrt(n)) for rule in self.m_rules}
+        ms = {rule: _num_u_samples(rule, n) for rule in self.m_rules}
         return {r: m for r, m in ms.items() if self.max_rows is None or n * m <= self.max_rows}
 
     def _log_weights(self, rows: Tensor) -> Tensor:
@@ -727,6 +727,9 @@ class _EstimatorUnit:
             log_qz = _marginal_log_q(self._log_weights, z, m, self.chunk_rows)
             record[f"marg_{rule}"] = (log_p - log_qz).mean().item()
         return record
+
+
+_WORKER_UNIT: _EstimatorUnit | None = None  # in a worker process: the study it serves
 
 
 def _worker_init(unit: _EstimatorUnit) -> None:
@@ -825,7 +828,7 @@ def _read_unit_cache(cache: str | Path | None, header: dict[str, Any]) -> dict:
 def _summarize_units(done, ns, reps, m_rules, run: _EstimatorUnit) -> dict[str, Any]:
     out: dict[str, Any] = {"n": list(ns), "reps": reps, "aux_mean": [], "aux_std": []}
     out["skipped"] = [
-        {"rule": rule, "n": n, "rows_per_rep": n * (n if rule == "N" else math.ceil(math.sqrt(n)))}
+        {"rule": rule, "n": n, "rows_per_rep": n * _num_u_samples(rule, n)}
         for n in ns
         for rule in m_rules
         if rule not in run.rules(n)

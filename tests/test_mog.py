@@ -271,8 +271,7 @@ def test_estimator_study_resumes_from_its_cache_and_splits_over_workers(tmp_path
     assert json.loads(cache.read_text().splitlines()[0])["seed"] == 8
 
 
-def test_compiled_estimator_repetition_equals_eager():
-    _needs_a_compiler()
+def test_compiled_estimator_repetition_equals_eager(needs_a_compiler):
     from cifutils.fast import accelerate
 
     torch.manual_seed(0)
@@ -286,13 +285,6 @@ def test_compiled_estimator_repetition_equals_eager():
     assert a.keys() == b.keys() == {"n", "rep", "aux", "marg_N", "marg_sqrtN"}
     for key in a:
         assert math.isclose(a[key], b[key], rel_tol=1e-9, abs_tol=1e-9), (key, a, b)
-
-
-def _needs_a_compiler():
-    import shutil
-
-    if not (shutil.which("c++") or shutil.which("g++")):
-        pytest.skip("torch.compile on the CPU needs a C++ compiler; none on PATH")
 
 
 def test_layer_posteriors_are_normalized_and_kl_nonnegative():

@@ -257,18 +257,10 @@ def test_fast_r_net_equals_the_convolutional_one():
     torch.testing.assert_close(fast(w, x), slow(w, x))
 
 
-def _needs_a_compiler():
-    import shutil
-
-    if not (shutil.which("c++") or shutil.which("g++")):
-        pytest.skip("torch.compile on the CPU needs a C++ compiler; none on PATH")
-
-
-def test_compiled_training_loss_equals_eager():
+def test_compiled_training_loss_equals_eager(needs_a_compiler):
     """The whole CIF-VAE loss through torch.compile (one graph: ``fullgraph=True`` fails on
     any graph break) gives the eager loss and gradients, on two different batches. (The
     compiled code draws its noise with its own generator unless told to use eager's.)"""
-    _needs_a_compiler()
     from torch._inductor import config
 
     torch.manual_seed(0)
@@ -290,8 +282,7 @@ def test_compiled_training_loss_equals_eager():
                 torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
 
 
-def test_compiled_training_is_recorded(tmp_path):
-    _needs_a_compiler()
+def test_compiled_training_is_recorded(tmp_path, needs_a_compiler):
     cfg = vx.VAEConfig(posterior="gaussian", max_epochs=1, batch_size=50)
     _, state = vx.train(cfg, tmp_path, splits=_fake_splits(100), log=lambda *_: None, compiled=True)
     assert state["devices"] == {"cpu (torch.compile)": 1}
