@@ -261,9 +261,12 @@ def train(
     log=print,
     device: torch.device | str = "cpu",
     compiled: bool = False,
+    time_limit: float | None = None,
 ) -> tuple[VAE, dict]:
     """Train (or resume) the run in ``run_dir`` for at most ``epochs`` more epochs, with the
     training loss through ``torch.compile`` when ``compiled`` (see :func:`training_loss`).
+    With ``time_limit`` (seconds), no epoch is started that would end past the limit,
+    judged by the last epoch's time (as :func:`cifutils.vae_multi.train_many`).
 
     Returns the VAE holding the *best-validation* weights and the checkpoint state (epoch,
     history, early-stopping state, ``done``, epochs per device)."""
@@ -273,16 +276,20 @@ def train(
     vae, opt, gen, state, best = load_run(cfg, path, device)
     if state["epoch"]:
         log(f"resumed {cfg.name} after epoch {state['epoch']}")
-    done_now = 0
+    done_now, last, start = 0, 0.0, time.perf_counter()
     loss_fn = training_loss(vae, compiled)
     while not state["done"] and (epochs is None or done_now < epochs):
+        elapsed = time.perf_counter() - start
+        if time_limit is not None and elapsed + last > time_limit:
+            log(f"time limit: {cfg.name} stops after {elapsed:.0f} s, at epoch {state['epoch']}")
+            break
         t0 = time.perf_counter()
         vae.train()
         tr = _epoch(vae, splits.train, opt, cfg, gen, True, device, loss_fn)
         vae.eval()
         val = _epoch(vae, splits.val, opt, cfg, gen, train=False, device=device)
         done_now += 1
-        seconds = time.perf_counter() - t0
+        seconds = last = time.perf_counter() - t0
         if end_epoch(cfg, state, tr, val, seconds, device, compiled):
             best = copy.deepcopy(vae.state_dict())
         save_run(cfg, path, vae, opt, gen, state, best)
@@ -385,14 +392,17 @@ def run(
     log=print,
     device: torch.device | str = "cpu",
     compiled: bool = False,
+    time_limit: float | None = None,
 ) -> dict:
-    """Train/resume on ``device`` (``compiled``: see :func:`train`), evaluate there, and
-    write ``<out_dir>/<name>.json``; returns the record. Its provenance names the evaluation
-    device; ``train_devices`` counts the epochs run on each device (a run may be continued
-    elsewhere)."""
+    """Train/resume on ``device`` (``compiled``, ``time_limit``: see :func:`train`), evaluate
+    there, and write ``<out_dir>/<name>.json``; returns the record. Its provenance names the
+    evaluation device; ``train_devices`` counts the epochs run on each device (a run may be
+    continued elsewhere)."""
     splits = load_binarized(cfg.dataset, limit=cfg.train_limit)
     start = time.perf_counter()
-    vae, state = train(cfg, Path(runs_dir) / cfg.name, epochs, splits, log, device, compiled)
+    vae, state = train(
+        cfg, Path(runs_dir) / cfg.name, epochs, splits, log, device, compiled, time_limit
+    )
     record = {
         "provenance": provenance(asdict(cfg), device),
         "train_devices": state["devices"],
@@ -433,6 +443,12 @@ def main(argv: list[str] | None = None) -> int:
         "--budget", default=None, help="smoke | book | paper (default: $CIFUTILS_BUDGET)"
     )
     p.add_argument("--epochs", type=int, default=None, help="stop this invocation after N epochs")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="minutes of training in this invocation (then evaluate); resume later",
+    )
     p.add_argument("--test-k", type=int, nargs="+", default=None, help="K of the IW bound(s)")
     p.add_argument("--test-limit", type=int, default=None, help="test images (default: all)")
     p.add_argument(
@@ -481,7 +497,14 @@ def main(argv: list[str] | None = None) -> int:
         kw["test_limit"] = a.test_limit
     cfg = VAEConfig.from_budget(a.budget, **kw)
     rec = run(
-        cfg, a.runs_dir, a.out_dir, a.epochs, not a.no_eval, device=device, compiled=a.compile
+        cfg,
+        a.runs_dir,
+        a.out_dir,
+        a.epochs,
+        not a.no_eval,
+        device=device,
+        compiled=a.compile,
+        time_limit=None if a.time_limit is None else 60 * a.time_limit,
     )
     line = {k: rec[k] for k in ("name", "parameters", "epochs_run", "best_epoch", "complete")}
     print(line)

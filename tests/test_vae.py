@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -185,6 +186,26 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch):
     _, state = vx.train(cfg, tmp_path, splits=_fake_splits(20), log=lambda *_: None)
     assert state["done"] and state["epoch"] == 4 and state["best_epoch"] == 2
     assert state["best_val"] == -90.0
+
+
+def test_time_limit_stops_before_an_epoch_that_would_overrun(tmp_path, monkeypatch):
+    clock = [0.0]  # fake seconds; every training epoch takes 10 of them
+
+    def fake_epoch(vae, data, opt, cfg, gen, train, device=None, loss_fn=None):
+        clock[0] += 10.0 if train else 0.0
+        return -100.0 if train else -100.0 + clock[0]  # always improving
+
+    monkeypatch.setattr(vx, "_epoch", fake_epoch)
+    monkeypatch.setattr(vx, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    cfg = vx.VAEConfig(max_epochs=10, patience=2)
+    splits, quiet = _fake_splits(20), lambda *_: None
+    _, state = vx.train(cfg, tmp_path, splits=splits, log=quiet, time_limit=25.0)
+    # epochs 1 and 2 end at 10 and 20 s; a third would end at 30 > 25
+    assert state["epoch"] == 2 and not state["done"]
+    _, state = vx.train(cfg, tmp_path, splits=splits, log=quiet, time_limit=5.0)
+    assert state["epoch"] == 3  # the first epoch of an invocation always runs
+    _, state = vx.train(cfg, tmp_path, splits=splits, log=quiet)
+    assert state["epoch"] == 10 and state["done"]
 
 
 def test_command_line_writes_result(tmp_path, monkeypatch, capsys):
