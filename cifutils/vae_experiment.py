@@ -62,6 +62,7 @@ __all__ = [
     "SLIDES_TABLE1",
     "collect_results",
     "table1",
+    "continued_table",
     "validation_cells",
     "validation_table",
     "ordering_check",
@@ -525,19 +526,20 @@ SLIDES_TABLE1 = {
 
 
 def collect_results(
-    budgets=("paper",), seeds=(0, 1, 2), metric: str = "test_iw_k100"
+    budgets=("paper",), seeds=(0, 1, 2), metric: str = "test_iw_k100", folder: str = "vae"
 ) -> list[dict]:
-    """The committed ``results/vae`` records of every (dataset, posterior) cell of Table 1,
-    one row per found run: dataset, posterior, seed, budget, epochs, complete, metric mean
-    and stderr, test images, device."""
+    """The committed ``results/<folder>`` records of every (dataset, posterior) cell of
+    Table 1, one row per found run: dataset, posterior, seed, budget, epochs, best epoch,
+    complete, stopped early, metric mean and stderr, test images, device."""
     from .results import load_result
 
-    fetch = not (results_dir() / "vae").exists()  # on Colab: fetch committed files
+    fetch = not (results_dir() / folder).exists()  # on Colab: fetch committed files
     rows = []
     for dataset, posterior in SLIDES_TABLE1:
         for budget in budgets:
             for seed in seeds:
-                rec = load_result(f"vae/{dataset}-{posterior}-seed{seed}-{budget}.json", fetch)
+                name = f"{dataset}-{posterior}-seed{seed}-{budget}.json"
+                rec = load_result(f"{folder}/{name}", fetch)
                 if rec is None or metric not in rec.get("metrics", {}):
                     continue
                 m = rec["metrics"][metric]
@@ -548,8 +550,10 @@ def collect_results(
                         "seed": seed,
                         "budget": budget,
                         "epochs": rec["epochs_run"],
+                        "best_epoch": rec["best_epoch"],
                         "max_epochs": rec["provenance"]["config"]["max_epochs"],
                         "complete": rec["complete"],
+                        "stopped_early": rec["stopped_early"],
                         "mean": m["mean"],
                         "stderr": m["stderr"],
                         "test_images": m.get("images", rec["metrics"]["test_images"]),
@@ -588,6 +592,50 @@ def table1(rows: list[dict]):
                 "ours": ours,
                 "slides": f"{ref:.2f} ± {ref_sd:.2f}",
                 "run": note,
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def continued_table(long_rows: list[dict], short_rows: list[dict], k1000_rows=()):
+    """The runs trained on past Table 1's epochs (``long_rows``, from
+    ``collect_results(folder="vae/long")``), one row each: epochs run (and why training
+    ended), best-validation epoch, the K = 100 bound with its standard error over test
+    images, the K = 1,000 bound where ``k1000_rows`` has it, then the mean over seeds of
+    the same (dataset, posterior) cell of ``short_rows`` (Table 1's shorter runs) and the
+    slides' value (a pandas DataFrame)."""
+    import pandas as pd
+
+    def key(r):
+        return r["dataset"], r["posterior"], r["seed"]
+
+    large = {key(r): r for r in k1000_rows}
+    out = []
+    for r in long_rows:
+        cell = [s for s in short_rows if (s["dataset"], s["posterior"]) == key(r)[:2]]
+        if r["stopped_early"]:
+            ended = "early stop"
+        elif r["complete"]:
+            ended = "epoch cap"
+        else:
+            ended = "not finished"
+        big = large.get(key(r))
+        short = np.mean([s["mean"] for s in cell]) if cell else float("nan")
+        out.append(
+            {
+                "dataset": r["dataset"],
+                "posterior": r["posterior"],
+                "seed": r["seed"],
+                "epochs": f"{r['epochs']} of {r['max_epochs']} ({ended})",
+                "best epoch": r["best_epoch"],
+                "K=100": f"{r['mean']:.2f} ± {r['stderr']:.2f}",
+                "K=1000": f"{big['mean']:.2f} ({big['test_images']:,} images)" if big else "",
+                "Table 1 cell": (
+                    f"{short:.2f} ({', '.join(str(s['epochs']) for s in cell)} epochs)"
+                    if cell
+                    else ""
+                ),
+                "slides": f"{SLIDES_TABLE1[key(r)[:2]][0]:.2f}",
             }
         )
     return pd.DataFrame(out)

@@ -423,3 +423,45 @@ def test_flop_counts_of_the_benchmark():
     flops = {kind: bench.step_flops(kind) for kind in ("gaussian", "nsf", "cif-nsf")}
     assert flops["gaussian"] < flops["nsf"] < flops["cif-nsf"]
     assert 2.0 < flops["cif-nsf"] / flops["nsf"] < 3.5, flops
+
+
+def _record(dataset, posterior, seed, epochs, k100, k1000=None, stopped=False):
+    metrics = {"test_images": 10_000, "test_iw_k100": {"mean": k100, "stderr": 0.2}}
+    if k1000 is not None:
+        metrics["test_iw_k1000"] = {"mean": k1000, "stderr": 0.2, "images": 1000}
+    return {
+        "dataset": dataset,
+        "posterior": posterior,
+        "seed": seed,
+        "epochs_run": epochs,
+        "best_epoch": epochs - 50 if stopped else epochs,
+        "complete": stopped,
+        "stopped_early": stopped,
+        "train_devices": {"cpu": epochs},
+        "provenance": {"config": {"max_epochs": 1000}, "device": "cpu"},
+        "metrics": metrics,
+    }
+
+
+def test_table1_and_the_continued_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFUTILS_RESULTS", str(tmp_path))
+    (tmp_path / "vae" / "long").mkdir(parents=True)
+    for seed, value in enumerate([-98.0, -97.0, -99.0]):
+        rec = _record("mnist", "gaussian", seed, 63, value)
+        (tmp_path / "vae" / f"mnist-gaussian-seed{seed}-paper.json").write_text(json.dumps(rec))
+    rec = _record("mnist", "gaussian", 0, 400, -90.5, k1000=-90.0, stopped=True)
+    (tmp_path / "vae" / "long" / "mnist-gaussian-seed0-paper.json").write_text(json.dumps(rec))
+
+    short = vx.collect_results()
+    assert [r["seed"] for r in short] == [0, 1, 2] and not any(r["complete"] for r in short)
+    table = vx.table1(short).set_index(["dataset", "posterior"])
+    assert table.loc[("mnist", "gaussian"), "ours"] == "-98.00 ± 1.00"
+    assert table.loc[("mnist", "nsf"), "ours"] == "not run"
+
+    long = vx.collect_results(folder="vae/long")
+    assert len(long) == 1 and long[0]["stopped_early"] and long[0]["best_epoch"] == 350
+    large = vx.collect_results(folder="vae/long", metric="test_iw_k1000")
+    row = vx.continued_table(long, short, large).iloc[0]
+    assert row["epochs"] == "400 of 1000 (early stop)" and row["best epoch"] == 350
+    assert row["K=100"] == "-90.50 ± 0.20" and row["K=1000"] == "-90.00 (1,000 images)"
+    assert row["Table 1 cell"] == "-98.00 (63, 63, 63 epochs)" and row["slides"] == "-87.37"
