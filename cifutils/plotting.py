@@ -24,6 +24,7 @@ __all__ = [
     "rq_spline_knots",
     "plot_rq_spline",
     "plot_validation_curves",
+    "plot_continued_run",
 ]
 
 Bounds = tuple[float, float, float, float]
@@ -937,4 +938,22 @@ def plot_validation_curves(runs: dict, dataset: str, ax=None, first_epoch: int =
     ax.set_ylabel("validation ELBO (nats)")
     ax.set_title(dataset)
     ax.legend()
+    return ax
+
+
+def plot_continued_run(row: dict, ax=None, mark_epoch: int = 63, first_epoch: int = 10):
+    """Validation ELBO per epoch of one VAE run (a row of
+    ``vae_experiment.collect_results``, with its ``val_elbo`` history) from ``first_epoch``
+    on, with the epoch ``mark_epoch`` (where Table 1's runs stopped) and the run's
+    best-validation epoch marked."""
+    ax = _ax(ax)
+    values = np.asarray(row["val_elbo"], dtype=float)[first_epoch - 1 :]
+    epochs = np.arange(first_epoch, first_epoch + len(values))
+    ax.plot(epochs, values, color="C0", lw=0.8)
+    ax.axvline(mark_epoch, color="grey", ls=":", label=f"epoch {mark_epoch}")
+    ax.axvline(row["best_epoch"], color="C3", ls="--", label="best validation epoch")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation ELBO (nats)")
+    ax.set_title(f"{row['dataset']}, {row['posterior']}, seed {row['seed']}")
+    ax.legend(fontsize=7)
     return ax

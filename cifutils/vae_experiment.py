@@ -530,7 +530,8 @@ def collect_results(
 ) -> list[dict]:
     """The committed ``results/<folder>`` records of every (dataset, posterior) cell of
     Table 1, one row per found run: dataset, posterior, seed, budget, epochs, best epoch,
-    complete, stopped early, metric mean and stderr, test images, device."""
+    complete, stopped early, metric mean and stderr, test images, device, and the
+    validation ELBO per epoch (``val_elbo``)."""
     from .results import load_result
 
     fetch = not (results_dir() / folder).exists()  # on Colab: fetch committed files
@@ -559,6 +560,7 @@ def collect_results(
                         "test_images": m.get("images", rec["metrics"]["test_images"]),
                         "device": rec["provenance"]["device"],
                         "trained_on": ", ".join(rec.get("train_devices") or {"cpu": 0}),
+                        "val_elbo": rec.get("history", {}).get("val_elbo", []),
                     }
                 )
     return rows

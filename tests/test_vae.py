@@ -440,6 +440,7 @@ def _record(dataset, posterior, seed, epochs, k100, k1000=None, stopped=False):
         "train_devices": {"cpu": epochs},
         "provenance": {"config": {"max_epochs": 1000}, "device": "cpu"},
         "metrics": metrics,
+        "history": {"val_elbo": [-100.0] * epochs},
     }
 
 
@@ -460,8 +461,13 @@ def test_table1_and_the_continued_runs(tmp_path, monkeypatch):
 
     long = vx.collect_results(folder="vae/long")
     assert len(long) == 1 and long[0]["stopped_early"] and long[0]["best_epoch"] == 350
+    assert len(long[0]["val_elbo"]) == 400
     large = vx.collect_results(folder="vae/long", metric="test_iw_k1000")
     row = vx.continued_table(long, short, large).iloc[0]
     assert row["epochs"] == "400 of 1000 (early stop)" and row["best epoch"] == 350
     assert row["K=100"] == "-90.50 ± 0.20" and row["K=1000"] == "-90.00 (1,000 images)"
     assert row["Table 1 cell"] == "-98.00 (63, 63, 63 epochs)" and row["slides"] == "-87.37"
+    from cifutils import plotting
+
+    ax = plotting.plot_continued_run(long[0])
+    assert len(ax.lines[0].get_xdata()) == 391 and ax.get_xlabel() == "epoch"
