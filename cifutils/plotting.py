@@ -24,7 +24,7 @@ __all__ = [
     "rq_spline_knots",
     "plot_rq_spline",
     "plot_validation_curves",
-    "plot_continued_run",
+    "plot_continued_runs",
 ]
 
 Bounds = tuple[float, float, float, float]
@@ -941,19 +941,31 @@ def plot_validation_curves(runs: dict, dataset: str, ax=None, first_epoch: int =
     return ax
 
 
-def plot_continued_run(row: dict, ax=None, mark_epoch: int = 63, first_epoch: int = 10):
-    """Validation ELBO per epoch of one VAE run (a row of
-    ``vae_experiment.collect_results``, with its ``val_elbo`` history) from ``first_epoch``
-    on, with the epoch ``mark_epoch`` (where Table 1's runs stopped) and the run's
-    best-validation epoch marked."""
+def plot_continued_runs(
+    rows: list[dict], dataset: str, ax=None, mark_epoch: int = 63, first_epoch: int = 10
+):
+    """Validation ELBO per epoch of the VAE runs of one dataset (rows of
+    ``vae_experiment.collect_results``, with their ``val_elbo`` histories) from
+    ``first_epoch`` on: one colour per posterior, one line per seed, a dot at each run's
+    best-validation epoch and a dotted line at ``mark_epoch`` (where Table 1's runs stopped)."""
     ax = _ax(ax)
-    values = np.asarray(row["val_elbo"], dtype=float)[first_epoch - 1 :]
-    epochs = np.arange(first_epoch, first_epoch + len(values))
-    ax.plot(epochs, values, color="C0", lw=0.8)
+    colours = {"gaussian": "C0", "nsf": "C1", "cif-nsf": "C2"}
+    labelled = set()
+    for row in rows:
+        if row["dataset"] != dataset:
+            continue
+        values = np.asarray(row["val_elbo"], dtype=float)
+        epochs = np.arange(1, len(values) + 1)
+        keep = epochs >= first_epoch
+        colour = colours.get(row["posterior"])
+        label = None if row["posterior"] in labelled else row["posterior"]
+        labelled.add(row["posterior"])
+        ax.plot(epochs[keep], values[keep], color=colour, lw=0.8, alpha=0.8, label=label)
+        best = row["best_epoch"]
+        ax.plot([best], [values[best - 1]], "o", color=colour, ms=4)
     ax.axvline(mark_epoch, color="grey", ls=":", label=f"epoch {mark_epoch}")
-    ax.axvline(row["best_epoch"], color="C3", ls="--", label="best validation epoch")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation ELBO (nats)")
-    ax.set_title(f"{row['dataset']}, {row['posterior']}, seed {row['seed']}")
+    ax.set_title(dataset)
     ax.legend(fontsize=7)
     return ax

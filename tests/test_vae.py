@@ -469,5 +469,6 @@ def test_table1_and_the_continued_runs(tmp_path, monkeypatch):
     assert row["Table 1 cell"] == "-98.00 (63, 63, 63 epochs)" and row["slides"] == "-87.37"
     from cifutils import plotting
 
-    ax = plotting.plot_continued_run(long[0])
+    ax = plotting.plot_continued_runs(long, "mnist")
     assert len(ax.lines[0].get_xdata()) == 391 and ax.get_xlabel() == "epoch"
+    assert list(ax.lines[1].get_xdata()) == [350]  # the best epoch
