@@ -467,8 +467,12 @@ def test_table1_and_the_continued_runs(tmp_path, monkeypatch):
     assert row["epochs"] == "400 of 1000 (early stop)" and row["best epoch"] == 350
     assert row["K=100"] == "-90.50 ± 0.20" and row["K=1000"] == "-90.00 (1,000 images)"
     assert row["Table 1 cell"] == "-98.00 (63, 63, 63 epochs)" and row["slides"] == "-87.37"
+    import matplotlib.pyplot as plt
+
     from cifutils import plotting
 
-    ax = plotting.plot_continued_runs(long, "mnist")
+    fig, ax = plt.subplots()
+    assert plotting.plot_continued_runs(long, "mnist", ax=ax) is ax
     assert len(ax.lines[0].get_xdata()) == 391 and ax.get_xlabel() == "epoch"
     assert list(ax.lines[1].get_xdata()) == [350]  # the best epoch
+    plt.close(fig)
