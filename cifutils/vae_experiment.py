@@ -63,6 +63,7 @@ __all__ = [
     "collect_results",
     "table1",
     "continued_table",
+    "continued_comparison",
     "validation_cells",
     "validation_table",
     "ordering_check",
@@ -641,6 +642,38 @@ def continued_table(long_rows: list[dict], short_rows: list[dict], k1000_rows=()
             }
         )
     return pd.DataFrame(out)
+
+
+def continued_comparison(long_rows: list[dict], short_rows: list[dict]) -> list[str]:
+    """Lines reading the continued runs against Table 1, per dataset: each posterior's mean
+    over its continued runs, its gain over the same cell of ``short_rows`` (the 63-epoch
+    runs) and its distance to the slides; then NSF - Gaussian and CIF-NSF - NSF, trained
+    longer, at 63 epochs and in the slides."""
+    lines = []
+    for dataset in ("mnist", "fashion-mnist"):
+        longer, short = {}, {}
+        for q in POSTERIORS:
+            ours = [r["mean"] for r in long_rows if (r["dataset"], r["posterior"]) == (dataset, q)]
+            if not ours:
+                continue
+            longer[q] = np.mean(ours)
+            short[q] = np.mean(
+                [r["mean"] for r in short_rows if (r["dataset"], r["posterior"]) == (dataset, q)]
+            )
+            lines.append(
+                f"{dataset} {q}, {len(ours)} run(s) trained longer: {longer[q]:.2f} nats, "
+                f"{longer[q] - short[q]:+.2f} over Table 1's 63-epoch cell, "
+                f"{longer[q] - SLIDES_TABLE1[dataset, q][0]:+.2f} from the slides"
+            )
+        for rich, plain in (("nsf", "gaussian"), ("cif-nsf", "nsf")):
+            if {rich, plain} <= longer.keys():
+                slides = SLIDES_TABLE1[dataset, rich][0] - SLIDES_TABLE1[dataset, plain][0]
+                lines.append(
+                    f"{dataset}: {rich} - {plain} = {longer[rich] - longer[plain]:+.2f} nats "
+                    f"trained longer, {short[rich] - short[plain]:+.2f} at 63 epochs, "
+                    f"{slides:+.2f} in the slides"
+                )
+    return lines
 
 
 def validation_cells(runs: dict) -> dict[tuple[str, str], list[dict]]:

@@ -444,6 +444,20 @@ def _record(dataset, posterior, seed, epochs, k100, k1000=None, stopped=False):
     }
 
 
+def test_continued_comparison_reads_gains_and_leads():
+    def row(posterior, mean):
+        return {"dataset": "mnist", "posterior": posterior, "mean": mean}
+
+    short = [row("gaussian", -98.0), row("gaussian", -97.0), row("nsf", -95.0)]
+    long = [row("gaussian", -96.0), row("nsf", -91.0)]
+    lines = vx.continued_comparison(long, short)
+    assert len(lines) == 3  # no CIF-NSF and no Fashion-MNIST runs: no lines for them
+    assert lines[0].startswith("mnist gaussian, 1 run(s) trained longer: -96.00 nats, +1.50 ")
+    assert "-8.63 from the slides" in lines[0]  # slides: -87.37
+    assert lines[2].startswith("mnist: nsf - gaussian = +5.00 nats trained longer, +2.50 at 63")
+    assert lines[2].endswith("+4.42 in the slides")
+
+
 def test_table1_and_the_continued_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFUTILS_RESULTS", str(tmp_path))
     (tmp_path / "vae" / "long").mkdir(parents=True)
