@@ -8,10 +8,12 @@ Usage::
 A training step is one Adam update on a batch of 100 binary 28x28 images with one ELBO
 sample (forward, backward, gradient clipping at 5, optimizer step). Each configuration is
 timed ``--repeats`` times over ``--steps`` steps after a warm-up; the median is printed,
-with the min and max. ``nflows`` rows use nflows' own spline layers; ``fast`` rows the
-equal-valued fused layers of :mod:`cifutils.fast` (same weights, same function) with
-Adam's fused CPU kernel; ``--compile`` adds ``compile`` rows: the fast layers with the whole
-loss through ``torch.compile`` (what ``python -m cifutils.experiments vae --compile`` runs).
+with the min and max. ``nflows`` rows are the direct composition: nflows' own spline
+layers, PyTorch's convolutions and a plain ``torch.optim.Adam``; ``fast`` rows the
+equal-valued layers of :mod:`cifutils.fast` (same weights, same function) with
+:class:`~cifutils.training.FlatAdam` (Adam's fused kernel over one flat parameter
+tensor); ``--compile`` adds ``compile`` rows: the fast layers with the whole loss through
+``torch.compile`` (what ``python -m cifutils.experiments vae --compile`` runs).
 Evaluation throughput is the importance-weighted bound with K = 100 per image.
 """
 
@@ -24,6 +26,7 @@ import time
 
 import torch
 
+from cifutils.training import FlatAdam
 from cifutils.vae import iw_log_likelihood, make_vae
 from cifutils.vae_experiment import training_loss
 
@@ -34,12 +37,17 @@ def _images(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def make_step(posterior: str, fast: bool | str):
-    """A closure doing one training step of a fresh model (fused Adam on the fast path;
-    ``fast="compile"``: the fast path with the whole loss through ``torch.compile``, as
-    ``python -m cifutils.experiments vae --compile`` trains)."""
+    """A closure doing one training step of a fresh model (:class:`~cifutils.training.FlatAdam`
+    on the fast path; ``fast="compile"``: the fast path with the whole loss through
+    ``torch.compile``, as ``python -m cifutils.experiments vae --compile`` trains)."""
     torch.manual_seed(0)
     vae = make_vae(posterior, fast=bool(fast))
-    opt = torch.optim.Adam(vae.parameters(), lr=1e-3, fused=bool(fast) or None)
+    if fast:  # what the experiment trains with: Adam over one flat parameter tensor
+        opt = FlatAdam(vae, lr=1e-3)
+        params = [opt.flat]
+    else:
+        opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+        params = list(vae.parameters())
     loss_fn = training_loss(vae, compiled=fast == "compile")
     x = _images(100)
 
@@ -47,7 +55,7 @@ def make_step(posterior: str, fast: bool | str):
         loss = loss_fn(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 5.0)
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
 
     for _ in range(3):  # warm-up (and compilation)

@@ -1,4 +1,5 @@
-"""A faster forward pass for the autoregressive rational-quadratic spline layer.
+"""Faster, equal-valued layers for the VAE experiment: the autoregressive rational-quadratic
+spline layer, the CIF r-network, the encoder and the decoder.
 
 :class:`FastRQAutoregressive` is a subclass of nflows'
 ``MaskedPiecewiseRationalQuadraticAutoregressiveTransform`` with the *same* parameters (same
@@ -16,7 +17,10 @@ names, same initialization) and the *same* function; only ``forward`` is rewritt
 ``inverse`` is written the same way (``D`` passes of the MADE, the spline's quadratic solved
 elementwise), each pass computing and inverting only the one feature it fixes; it serves the
 marginal-density estimates of CIFs.
-:class:`FastImageRNet` does the same for the CIF-VAE's auxiliary network ``r(u | w, x)``.
+:class:`FastImageRNet` does the same for the CIF-VAE's auxiliary network ``r(u | w, x)``, and
+:class:`FastEncoder` and :class:`FastDecoder` for the VAE's convolution and transposed
+convolution (matrix products instead of convolution kernels, which are slow for a single
+input or output channel, and no scatter-add in the compiled backward pass).
 :func:`accelerate` swaps these layers into an existing model in place, keeping the weights,
 so a model built with a seed is the same model with or without the fast path.
 
@@ -35,13 +39,16 @@ from nflows.transforms.autoregressive import (
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .vae import ImageRNet
+from .vae import Decoder, Encoder, ImageRNet
 
 __all__ = [
     "rq_spline",
     "FastRQAutoregressive",
     "FastImageRNet",
+    "FastEncoder",
+    "FastDecoder",
     "accelerate",
+    "cache_constants",
 ]
 
 
@@ -89,7 +96,9 @@ def rq_spline(
     if min_bin_height != min_bin_width:
         mins[1] = min_bin_height
     # softmax by hand: aten's softmax is several times slower over a last axis of size K
-    expo = torch.exp(logits - logits.amax(dim=-1, keepdim=True))
+    # the shift is detached: softmax does not depend on it, so its gradient is zero (and
+    # computing it, a tie count per row, is the slowest kernel of a compiled backward)
+    expo = torch.exp(logits - logits.amax(dim=-1, keepdim=True).detach())
     sizes = mins + (1 - mins * k) * (expo / expo.sum(dim=-1, keepdim=True))
     cum = 2 * b * torch.cumsum(sizes, dim=-1) + (-b)  # (N, D, 2, K); last entry ~ B
     edge = torch.full_like(cum[..., :1], b)
@@ -240,13 +249,24 @@ def _upsampled_patches(dtype: torch.dtype, device: torch.device) -> Tensor:
     upsampling of each of the 49 unit 7x7 maps: a constant of the geometry, so that
     ``conv(upsample(m))`` is a matrix product for any 7x7 map ``m``."""
     key = (dtype, device)
-    if key in _UPSAMPLED_PATCHES and not torch.compiler.is_compiling():
+    if key in _UPSAMPLED_PATCHES:  # traced: enters the graph as a constant input
         return _UPSAMPLED_PATCHES[key]
     units = torch.eye(49, dtype=dtype, device=device).view(49, 1, 7, 7)
     patches = _patches(F.interpolate(units, size=(28, 28), mode="bilinear", align_corners=False))
-    if not torch.compiler.is_compiling():  # traced: a constant of the graph, not cached
-        _UPSAMPLED_PATCHES[key] = patches.contiguous()
+    if not torch.compiler.is_compiling():  # traced without a cached copy: computed in the
+        _UPSAMPLED_PATCHES[key] = patches.contiguous()  # graph, at every call
     return patches
+
+
+def cache_constants(module: nn.Module) -> None:
+    """Compute, outside any ``torch.compile`` trace, the constants that the fast layers of
+    ``module`` need on its device and dtype, so that a compiled graph reads them instead of
+    recomputing them at every call. Call it after moving ``module``."""
+    for sub in module.modules():
+        if isinstance(sub, FastImageRNet):
+            weight = sub.conv.weight
+            with torch.no_grad():
+                _upsampled_patches(weight.dtype, weight.device)
 
 
 class FastImageRNet(ImageRNet):
@@ -279,6 +299,51 @@ class FastImageRNet(ImageRNet):
         return F.linear(h, out_w, self.out.bias)
 
 
+class FastEncoder(Encoder):
+    """:class:`~cifutils.vae.Encoder` with its convolution written as one matrix product
+    of the image's 4x4 patches (the same patches as :class:`FastImageRNet`'s, computed once
+    per batch): same parameters, same function. Hidden units are kept position-major; the
+    linear layer's weight is permuted to match."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = x.shape[0]
+        weight = self.conv.weight.reshape(8, 16)
+        patches = _image_patches(x.reshape(-1, 1, 28, 28).to(weight.dtype))
+        h = torch.tanh(torch.addmm(self.conv.bias, patches, weight.T)).reshape(n, -1)
+        lin = self.linear
+        weight = lin.weight.view(-1, 8, 196).transpose(1, 2).reshape(lin.out_features, -1)
+        return F.linear(h, weight, lin.bias)
+
+
+class FastDecoder(Decoder):
+    """:class:`~cifutils.vae.Decoder` with its transposed convolution written as a matrix
+    product and four shifted sums: same parameters, same function, and no scatter-add in
+    either pass.
+
+    With kernel 4, stride 2 and padding 1, input position ``i`` feeds output rows
+    ``2i - 1 + ky``. Writing ``ky = 2 qy + ry`` (``qy, ry`` in ``{0, 1}``), row ``2i - 1 + ky``
+    is row ``2 m + ry`` of the output padded by one, ``m = i + qy``. So each input pixel's
+    8 channels times the kernel, ``(8) @ (8, 16)``, give its 16 contributions, and the output
+    is the sum over ``(qy, qx)`` of those contributions shifted by ``(qy, qx)`` blocks, then
+    cropped.
+    """
+
+    def forward(self, z: Tensor) -> Tensor:
+        n = z.shape[0]
+        lin = self.linear
+        # batch innermost throughout, so that every elementwise pass runs over long rows
+        h = torch.tanh(torch.addmm(lin.bias.unsqueeze(1), lin.weight, z.T))  # (8 * 196, n)
+        parts = self.deconv.weight.reshape(8, 16).T @ h.view(8, -1)  # (16, 196 n)
+        parts = parts.view(2, 2, 2, 2, 14, 14, n)  # (qy, ry, qx, rx, i, j, n)
+        total = None
+        for qy in (0, 1):
+            for qx in (0, 1):
+                part = F.pad(parts[qy, :, qx], (0, 0, qx, 1 - qx, qy, 1 - qy))  # (ry, rx, m, mx, n)
+                total = part if total is None else total + part
+        out = total.permute(4, 2, 0, 3, 1).reshape(n, 30, 30)[:, 1:29, 1:29]
+        return (out + self.deconv.bias).reshape(n, 1, 28, 28)
+
+
 def _supported(layer: nn.Module) -> bool:
     made = layer.autoregressive_net
     return (
@@ -304,4 +369,8 @@ def accelerate(module: nn.Module) -> nn.Module:
             sub.__class__ = FastRQAutoregressive
         elif type(sub) is ImageRNet:
             sub.__class__ = FastImageRNet
+        elif type(sub) is Encoder:
+            sub.__class__ = FastEncoder
+        elif type(sub) is Decoder:
+            sub.__class__ = FastDecoder
     return module

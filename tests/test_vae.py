@@ -278,6 +278,77 @@ def test_fast_r_net_equals_the_convolutional_one():
     torch.testing.assert_close(fast(w, x), slow(w, x))
 
 
+def test_fast_encoder_and_decoder_equal_the_convolutional_ones():
+    """The matrix-product encoder and decoder give the convolutions' outputs and gradients
+    (parameters and, for the decoder, its input), and the same function after training
+    moves the weights away from their initialization."""
+    from cifutils.fast import FastDecoder, FastEncoder
+    from cifutils.vae import Decoder, Encoder
+
+    torch.manual_seed(0)
+    x = (torch.rand(12, 1, 28, 28) < 0.4).double()
+    z = torch.randn(12, 20, dtype=torch.float64, requires_grad=True)
+    for slow, inputs, cls in (
+        (Encoder(20).double(), x, FastEncoder),
+        (Decoder(20).double(), z, FastDecoder),
+    ):
+        with torch.no_grad():
+            for p in slow.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+        fast = accelerate(copy.deepcopy(slow))
+        assert type(fast) is cls
+        y0, y1 = slow(inputs), fast(inputs)
+        assert y1.shape == y0.shape
+        torch.testing.assert_close(y1, y0)
+        weights = torch.randn_like(y0)
+        wrt0 = list(slow.parameters()) + ([z] if inputs is z else [])
+        wrt1 = list(fast.parameters()) + ([z] if inputs is z else [])
+        g0 = torch.autograd.grad((y0 * weights).sum(), wrt0)
+        g1 = torch.autograd.grad((y1 * weights).sum(), wrt1)
+        for a, b in zip(g0, g1):
+            torch.testing.assert_close(b, a)
+
+
+def test_flat_adam_is_adam_and_reads_its_checkpoints():
+    """FlatAdam's updates are plain Adam's; its state dict is plain Adam's format both ways
+    (a checkpoint of either resumes with the other); zeroing keeps the gradient views."""
+    from cifutils.training import FlatAdam
+
+    torch.manual_seed(0)
+    ref = make_vae("nsf", layers=2, hidden=8)
+    flat_vae = copy.deepcopy(ref)
+    plain, flat = torch.optim.Adam(ref.parameters(), lr=1e-2, fused=True), FlatAdam(flat_vae, 1e-2)
+    x = (torch.rand(8, 1, 28, 28) < 0.3).float()
+    for step in range(4):
+        for vae, opt in ((ref, plain), (flat_vae, flat)):
+            torch.manual_seed(step)
+            loss = -vae.elbo(x).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    assert all(p.grad is not None for p in flat_vae.parameters())  # still views of flat.grad
+    moved = [(a - b).abs().max().item() for a, b in zip(ref.parameters(), flat_vae.parameters())]
+    assert max(moved) < 1e-5
+    start = [p.detach().clone() for p in make_vae("nsf", layers=2, hidden=8).parameters()]
+    assert max((a - b).abs().max().item() for a, b in zip(start, flat_vae.parameters())) > 1e-3
+
+    saved = flat.state_dict()
+    assert saved["param_groups"][0]["params"] == list(range(len(list(ref.parameters()))))
+    for i, s in plain.state_dict()["state"].items():
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(saved["state"][i][key], s[key], atol=1e-5, rtol=1e-4)
+    other = FlatAdam(copy.deepcopy(ref), 1e-2)
+    other.load_state_dict(plain.state_dict())  # an old checkpoint's plain Adam state
+    torch.testing.assert_close(
+        other.optimizer.state[other.flat]["exp_avg"],
+        torch.cat([s["exp_avg"].reshape(-1) for s in plain.state_dict()["state"].values()]),
+    )
+    back = torch.optim.Adam(copy.deepcopy(ref).parameters(), lr=1e-2, fused=True)
+    back.load_state_dict(saved)  # and the other way round
+    with pytest.raises(ValueError, match="does not match"):
+        FlatAdam(make_vae("gaussian"), 1e-2).load_state_dict(saved)
+
+
 def test_compiled_training_loss_equals_eager(needs_a_compiler):
     """The whole CIF-VAE loss through torch.compile (one graph: ``fullgraph=True`` fails on
     any graph break) gives the eager loss and gradients, on two different batches. (The
@@ -379,7 +450,8 @@ def test_log_of_many_runs_is_read_back(tmp_path):
 
 
 def test_image_patches_are_computed_once_per_pass(monkeypatch):
-    """The r-networks of the ten CIF layers share one im2col of the image per forward pass;
+    """The r-networks of the ten CIF layers share one im2col of the image per forward pass
+    (the encoder does one more, of the images before they are repeated per sample);
     a changed image (new tensor or an in-place write) is never served stale patches."""
     import cifutils.fast as fast
 
@@ -387,13 +459,14 @@ def test_image_patches_are_computed_once_per_pass(monkeypatch):
     vae = make_vae("cif-nsf")
     slow = make_vae("cif-nsf", fast=False)
     slow.load_state_dict(vae.state_dict())
+    x = (torch.rand(6, 1, 28, 28) < 0.3).float()
+    vae.elbo(x)  # fills the cache of constants (the upsampled unit maps' patches)
     calls = []
     unfold = fast.F.unfold
     monkeypatch.setattr(fast.F, "unfold", lambda *a, **k: calls.append(1) or unfold(*a, **k))
-    x = (torch.rand(6, 1, 28, 28) < 0.3).float()
     torch.manual_seed(1)
     a = vae.elbo(x)
-    assert len(calls) == 1
+    assert len(calls) == 2  # the encoder's images, and the rows of the flow's context
     torch.manual_seed(1)
     torch.testing.assert_close(a, slow.elbo(x), atol=1e-4, rtol=1e-4)
 
@@ -407,7 +480,7 @@ def test_image_patches_are_computed_once_per_pass(monkeypatch):
     check(other)  # a new image tensor
     other.mul_(0.0)
     check(other)  # the same tensor changed in place
-    assert len(calls) == 3  # once per pass of the fast model (the slow one convolves)
+    assert len(calls) == 6  # twice per pass of the fast model (the slow one convolves)
 
 
 def test_flop_counts_of_the_benchmark():
@@ -449,7 +522,8 @@ def test_continued_comparison_reads_gains_and_leads():
         return {"dataset": "mnist", "posterior": posterior, "mean": mean}
 
     short = [row("gaussian", -98.0), row("gaussian", -97.0), row("nsf", -95.0)]
-    long = [row("gaussian", -96.0), row("nsf", -91.0)]
+    unfinished = {**row("nsf", -80.0), "complete": False}  # stopped by a time limit
+    long = [row("gaussian", -96.0), row("nsf", -91.0), unfinished]
     lines = vx.continued_comparison(long, short)
     assert len(lines) == 3  # no CIF-NSF and no Fashion-MNIST runs: no lines for them
     assert lines[0].startswith("mnist gaussian, 1 run(s) trained longer: -96.00 nats, +1.50 ")
