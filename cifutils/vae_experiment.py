@@ -481,8 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="train with the loss through torch.compile (2-2.5x faster on a CPU after a "
-        "compilation of about half a minute; needs a C++ compiler)",
+        help="train with the loss through torch.compile (about 2x faster than the eager fast "
+        "layers on a CPU after a compilation of about half a minute; needs a C++ compiler)",
     )
     p.add_argument(
         "--device", default="cpu", help="cpu (default), cuda, or auto (CUDA when available)"
