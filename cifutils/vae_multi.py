@@ -75,7 +75,9 @@ class _Run:
 
     @property
     def params(self) -> list[Tensor]:
-        return [p for p in self.vae.parameters() if p.requires_grad]
+        """What the gradient clipping sees: a FlatAdam's one flat parameter, or them all."""
+        flat = getattr(self.opt, "flat", None)
+        return [flat] if flat is not None else [p for p in self.vae.parameters() if p.requires_grad]
 
     def train_body(self) -> None:
         """One training step on the batch ``idx`` (what the train graph records)."""
