@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from cifutils.training import FlatAdam
+from cifutils.training import FlatAdam, clipped_parameters
 from cifutils.vae import iw_log_likelihood, make_vae
 from cifutils.vae_experiment import training_loss
 
@@ -42,12 +42,9 @@ def make_step(posterior: str, fast: bool | str):
     ``torch.compile``, as ``python -m cifutils.experiments vae --compile`` trains)."""
     torch.manual_seed(0)
     vae = make_vae(posterior, fast=bool(fast))
-    if fast:  # what the experiment trains with: Adam over one flat parameter tensor
-        opt = FlatAdam(vae, lr=1e-3)
-        params = [opt.flat]
-    else:
-        opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
-        params = list(vae.parameters())
+    # the fast path trains as the experiment does: Adam over one flat parameter tensor
+    opt = FlatAdam(vae, lr=1e-3) if fast else torch.optim.Adam(vae.parameters(), lr=1e-3)
+    params = clipped_parameters(opt, vae)
     loss_fn = training_loss(vae, compiled=fast == "compile")
     x = _images(100)
 

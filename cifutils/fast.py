@@ -253,8 +253,9 @@ def _upsampled_patches(dtype: torch.dtype, device: torch.device) -> Tensor:
         return _UPSAMPLED_PATCHES[key]
     units = torch.eye(49, dtype=dtype, device=device).view(49, 1, 7, 7)
     patches = _patches(F.interpolate(units, size=(28, 28), mode="bilinear", align_corners=False))
-    if not torch.compiler.is_compiling():  # traced without a cached copy: computed in the
-        _UPSAMPLED_PATCHES[key] = patches.contiguous()  # graph, at every call
+    # (traced before :func:`cache_constants` ran: computed inside the graph, at every call)
+    if not torch.compiler.is_compiling():
+        _UPSAMPLED_PATCHES[key] = patches.contiguous()
     return patches
 
 
@@ -267,6 +268,12 @@ def cache_constants(module: nn.Module) -> None:
             weight = sub.conv.weight
             with torch.no_grad():
                 _upsampled_patches(weight.dtype, weight.device)
+
+
+def _position_major(weight: Tensor) -> Tensor:
+    """A linear layer's weight over the 1568 hidden units of an 8x14x14 map, its columns
+    reordered from channel-major to position-major (how the fast layers lay the map out)."""
+    return weight.view(weight.shape[0], 8, 196).transpose(1, 2).reshape(weight.shape[0], -1)
 
 
 class FastImageRNet(ImageRNet):
@@ -295,8 +302,7 @@ class FastImageRNet(ImageRNet):
         patches = _image_patches(context.reshape(-1, 1, 28, 28).to(w.dtype))
         image = torch.addmm(self.conv.bias, patches, kernels[:, 1].T).reshape(n, -1)
         h = torch.tanh(torch.addmm(image + offset, w, slope))
-        out_w = self.out.weight.view(-1, 8, 196).transpose(1, 2).reshape(self.out.out_features, -1)
-        return F.linear(h, out_w, self.out.bias)
+        return F.linear(h, _position_major(self.out.weight), self.out.bias)
 
 
 class FastEncoder(Encoder):
@@ -307,12 +313,10 @@ class FastEncoder(Encoder):
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[0]
-        weight = self.conv.weight.reshape(8, 16)
-        patches = _image_patches(x.reshape(-1, 1, 28, 28).to(weight.dtype))
-        h = torch.tanh(torch.addmm(self.conv.bias, patches, weight.T)).reshape(n, -1)
-        lin = self.linear
-        weight = lin.weight.view(-1, 8, 196).transpose(1, 2).reshape(lin.out_features, -1)
-        return F.linear(h, weight, lin.bias)
+        kernel = self.conv.weight.reshape(8, 16)
+        patches = _image_patches(x.reshape(-1, 1, 28, 28).to(kernel.dtype))
+        h = torch.tanh(torch.addmm(self.conv.bias, patches, kernel.T)).reshape(n, -1)
+        return F.linear(h, _position_major(self.linear.weight), self.linear.bias)
 
 
 class FastDecoder(Decoder):

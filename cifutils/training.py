@@ -37,6 +37,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "FlatAdam",
+    "clipped_parameters",
 ]
 
 #: Environment variables read here.
@@ -327,11 +328,12 @@ class FlatAdam:
         """Load a state dict in ``torch.optim.Adam``'s per-parameter format (the parameters
         in ``module.parameters()`` order, e.g. from :meth:`state_dict` or a plain Adam)."""
         group = dict(state_dict["param_groups"][0])
-        if len(state_dict["param_groups"]) != 1 or len(group["params"]) != len(self.params):
+        ids = group["params"]
+        if len(state_dict["param_groups"]) != 1 or len(ids) != len(self.params):
             raise ValueError("the optimizer state does not match this module's parameters")
         group["params"] = [0]
         flat_state = {}
-        per_param = [state_dict["state"].get(i) for i in state_dict["param_groups"][0]["params"]]
+        per_param = [state_dict["state"].get(i) for i in ids]
         if any(per_param):
             if not all(per_param):
                 raise ValueError("the optimizer state covers only some parameters")
@@ -342,3 +344,11 @@ class FlatAdam:
             for key in ("exp_avg", "exp_avg_sq"):
                 flat_state[0][key] = torch.cat([s[key].reshape(-1) for s in per_param])
         self.optimizer.load_state_dict({"state": flat_state, "param_groups": [group]})
+
+
+def clipped_parameters(optimizer, module: nn.Module) -> list[Tensor]:
+    """The tensors whose gradient norm is clipped before ``optimizer`` steps: a
+    :class:`FlatAdam`'s one flat parameter, otherwise every trainable parameter of
+    ``module``."""
+    flat = getattr(optimizer, "flat", None)
+    return [flat] if flat is not None else [p for p in module.parameters() if p.requires_grad]

@@ -39,6 +39,7 @@ from .results import provenance, results_dir, write_json
 from .training import (
     FlatAdam,
     NonFiniteError,
+    clipped_parameters,
     get_device,
     load_checkpoint,
     progress_enabled,
@@ -150,8 +151,7 @@ def _epoch(
     :func:`training_loss`); returns the mean (auxiliary) ELBO. Batches are drawn (order and
     binarization) with ``gen`` on the CPU, then moved."""
     total, count = 0.0, 0
-    flat = getattr(opt, "flat", None)  # a FlatAdam: clip its one flat gradient
-    params = [flat] if flat is not None else [p for p in vae.parameters() if p.requires_grad]
+    params = clipped_parameters(opt, vae)
     loss_fn = loss_fn or training_loss(vae)
     for x in data.batches(cfg.batch_size, shuffle=train, generator=gen, device=device):
         if train:

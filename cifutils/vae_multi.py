@@ -46,7 +46,7 @@ from torch import Tensor
 
 from .data import load_binarized
 from .results import provenance, write_json
-from .training import get_device
+from .training import clipped_parameters, get_device
 from .vae import POSTERIORS, VAE
 from .vae_experiment import VAEConfig, end_epoch, load_run, save_run
 
@@ -75,9 +75,7 @@ class _Run:
 
     @property
     def params(self) -> list[Tensor]:
-        """What the gradient clipping sees: a FlatAdam's one flat parameter, or them all."""
-        flat = getattr(self.opt, "flat", None)
-        return [flat] if flat is not None else [p for p in self.vae.parameters() if p.requires_grad]
+        return clipped_parameters(self.opt, self.vae)
 
     def train_body(self) -> None:
         """One training step on the batch ``idx`` (what the train graph records)."""
