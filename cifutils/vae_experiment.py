@@ -652,34 +652,49 @@ def continued_table(long_rows: list[dict], short_rows: list[dict], k1000_rows=()
 
 def continued_comparison(long_rows: list[dict], short_rows: list[dict]) -> list[str]:
     """Lines reading the continued runs against Table 1, per dataset: each posterior's mean
-    over its continued runs, its gain over the same cell of ``short_rows`` (the 63-epoch
-    runs) and its distance to the slides; then NSF - Gaussian and CIF-NSF - NSF, trained
-    longer, at 63 epochs and in the slides. Only runs whose training finished (``complete``)
-    count; a run stopped by a time limit is left out until it is continued."""
+    over its continued runs (with their seeds and, for two or more, how far apart they are),
+    its gain over the same cell of ``short_rows`` (the 63-epoch runs) and its distance to the
+    slides; then NSF - Gaussian and CIF-NSF - NSF, trained longer, at 63 epochs and in the
+    slides, beside the larger spread over seeds of the two cells. Only runs whose training
+    finished (``complete``) count; a run stopped by a time limit is left out until it is
+    continued."""
     lines = []
     finished = [r for r in long_rows if r.get("complete", True)]
     for dataset in ("mnist", "fashion-mnist"):
-        longer, short = {}, {}
+        longer, short, spread = {}, {}, {}
         for q in POSTERIORS:
-            ours = [r["mean"] for r in finished if (r["dataset"], r["posterior"]) == (dataset, q)]
-            if not ours:
+            cell = [r for r in finished if (r["dataset"], r["posterior"]) == (dataset, q)]
+            if not cell:
                 continue
+            ours = [r["mean"] for r in cell]
             longer[q] = np.mean(ours)
             short[q] = np.mean(
                 [r["mean"] for r in short_rows if (r["dataset"], r["posterior"]) == (dataset, q)]
             )
+            seeds = ", ".join(str(r.get("seed", "?")) for r in cell)
+            if len(cell) > 1:
+                spread[q] = max(ours) - min(ours)
+                seeds = f"seeds {seeds}, {spread[q]:.2f} apart"
+            else:
+                seeds = f"seed {seeds}"
             lines.append(
-                f"{dataset} {q}, {len(ours)} run(s) trained longer: {longer[q]:.2f} nats, "
-                f"{longer[q] - short[q]:+.2f} over Table 1's 63-epoch cell, "
-                f"{longer[q] - SLIDES_TABLE1[dataset, q][0]:+.2f} from the slides"
+                f"{dataset} {q}, {len(ours)} run(s) trained longer ({seeds}): "
+                f"{longer[q]:.2f} nats, {longer[q] - short[q]:+.2f} over Table 1's 63-epoch "
+                f"cell, {longer[q] - SLIDES_TABLE1[dataset, q][0]:+.2f} from the slides"
             )
         for rich, plain in (("nsf", "gaussian"), ("cif-nsf", "nsf")):
             if {rich, plain} <= longer.keys():
                 slides = SLIDES_TABLE1[dataset, rich][0] - SLIDES_TABLE1[dataset, plain][0]
+                spreads = [spread[q] for q in (rich, plain) if q in spread]
+                beside = (
+                    f"seeds of a cell up to {max(spreads):.2f} apart"
+                    if spreads
+                    else "one seed each, no spread over seeds yet"
+                )
                 lines.append(
                     f"{dataset}: {rich} - {plain} = {longer[rich] - longer[plain]:+.2f} nats "
-                    f"trained longer, {short[rich] - short[plain]:+.2f} at 63 epochs, "
-                    f"{slides:+.2f} in the slides"
+                    f"trained longer ({beside}), {short[rich] - short[plain]:+.2f} at 63 "
+                    f"epochs, {slides:+.2f} in the slides"
                 )
     return lines
 

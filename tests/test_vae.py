@@ -518,18 +518,27 @@ def _record(dataset, posterior, seed, epochs, k100, k1000=None, stopped=False):
 
 
 def test_continued_comparison_reads_gains_and_leads():
-    def row(posterior, mean):
-        return {"dataset": "mnist", "posterior": posterior, "mean": mean}
+    def row(posterior, mean, seed=0):
+        return {"dataset": "mnist", "posterior": posterior, "mean": mean, "seed": seed}
 
     short = [row("gaussian", -98.0), row("gaussian", -97.0), row("nsf", -95.0)]
-    unfinished = {**row("nsf", -80.0), "complete": False}  # stopped by a time limit
+    unfinished = {**row("nsf", -80.0, seed=1), "complete": False}  # stopped by a time limit
     long = [row("gaussian", -96.0), row("nsf", -91.0), unfinished]
     lines = vx.continued_comparison(long, short)
     assert len(lines) == 3  # no CIF-NSF and no Fashion-MNIST runs: no lines for them
-    assert lines[0].startswith("mnist gaussian, 1 run(s) trained longer: -96.00 nats, +1.50 ")
+    assert lines[0].startswith(
+        "mnist gaussian, 1 run(s) trained longer (seed 0): -96.00 nats, +1.50 "
+    )
     assert "-8.63 from the slides" in lines[0]  # slides: -87.37
-    assert lines[2].startswith("mnist: nsf - gaussian = +5.00 nats trained longer, +2.50 at 63")
-    assert lines[2].endswith("+4.42 in the slides")
+    assert lines[1].startswith("mnist nsf, 1 run(s) trained longer (seed 0): -91.00 nats")
+    assert lines[2].startswith("mnist: nsf - gaussian = +5.00 nats trained longer (one seed each")
+    assert "+2.50 at 63" in lines[2] and lines[2].endswith("+4.42 in the slides")
+    # a second finished NSF seed: the cell's mean, its seeds and how far apart they are
+    lines = vx.continued_comparison([*long, row("nsf", -91.5, seed=2)], short)
+    assert lines[1].startswith(
+        "mnist nsf, 2 run(s) trained longer (seeds 0, 2, 0.50 apart): -91.25"
+    )
+    assert "= +4.75 nats trained longer (seeds of a cell up to 0.50 apart)" in lines[2]
 
 
 def test_table1_and_the_continued_runs(tmp_path, monkeypatch):
