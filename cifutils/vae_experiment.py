@@ -573,6 +573,11 @@ def collect_results(
     return rows
 
 
+def _cell(rows: list[dict], dataset: str, posterior: str) -> list[dict]:
+    """The rows of one (dataset, posterior) cell, in their order."""
+    return [r for r in rows if (r["dataset"], r["posterior"]) == (dataset, posterior)]
+
+
 def table1(rows: list[dict]):
     """Table 1 as a pandas DataFrame: ours (mean over seeds, with the spread over seeds if
     several, else the test-set standard error) next to the slides' values."""
@@ -580,7 +585,7 @@ def table1(rows: list[dict]):
 
     out = []
     for (dataset, posterior), (ref, ref_sd) in SLIDES_TABLE1.items():
-        cell = [r for r in rows if r["dataset"] == dataset and r["posterior"] == posterior]
+        cell = _cell(rows, dataset, posterior)
         if cell:
             means = np.array([r["mean"] for r in cell])
             spread = means.std(ddof=1) if len(cell) > 1 else cell[0]["stderr"]
@@ -621,7 +626,7 @@ def continued_table(long_rows: list[dict], short_rows: list[dict], k1000_rows=()
     large = {key(r): r for r in k1000_rows}
     out = []
     for r in long_rows:
-        cell = [s for s in short_rows if (s["dataset"], s["posterior"]) == key(r)[:2]]
+        cell = _cell(short_rows, r["dataset"], r["posterior"])
         if r["stopped_early"]:
             ended = "early stop"
         elif r["complete"]:
@@ -663,22 +668,20 @@ def continued_comparison(long_rows: list[dict], short_rows: list[dict]) -> list[
     for dataset in ("mnist", "fashion-mnist"):
         longer, short, spread = {}, {}, {}
         for q in POSTERIORS:
-            cell = [r for r in finished if (r["dataset"], r["posterior"]) == (dataset, q)]
+            cell = _cell(finished, dataset, q)
             if not cell:
                 continue
             ours = [r["mean"] for r in cell]
             longer[q] = np.mean(ours)
-            short[q] = np.mean(
-                [r["mean"] for r in short_rows if (r["dataset"], r["posterior"]) == (dataset, q)]
-            )
+            short[q] = np.mean([r["mean"] for r in _cell(short_rows, dataset, q)])
             seeds = ", ".join(str(r.get("seed", "?")) for r in cell)
             if len(cell) > 1:
                 spread[q] = max(ours) - min(ours)
-                seeds = f"seeds {seeds}, {spread[q]:.2f} apart"
+                which = f"seeds {seeds}, {spread[q]:.2f} apart"
             else:
-                seeds = f"seed {seeds}"
+                which = f"seed {seeds}"
             lines.append(
-                f"{dataset} {q}, {len(ours)} run(s) trained longer ({seeds}): "
+                f"{dataset} {q}, {len(ours)} run(s) trained longer ({which}): "
                 f"{longer[q]:.2f} nats, {longer[q] - short[q]:+.2f} over Table 1's 63-epoch "
                 f"cell, {longer[q] - SLIDES_TABLE1[dataset, q][0]:+.2f} from the slides"
             )
