@@ -30,6 +30,7 @@ __all__ = [
     "provenance",
     "write_json",
     "load_result",
+    "glue",
 ]
 
 #: The project's repository. Mirrors ``repository.url`` in ``_config.yml`` (a test checks).
@@ -112,3 +113,21 @@ def load_result(relative: str, fetch: bool = True) -> Any | None:
             return json.loads(resp.read().decode())
     except (OSError, ValueError):
         return None
+
+
+#: The MIME-type prefix under which a glued value is stored without being shown (the format
+#: of myst-nb's ``glue``, which the rendered book reads).
+GLUE_HIDDEN = "application/papermill.record/"
+
+
+def glue(name: str, value: Any) -> None:
+    """Store ``value`` in the running notebook's outputs under ``name``, unseen, for the
+    book's prose to quote with myst-nb's ``{glue:text}`` role (for example
+    ``{glue:text}`gain_min:.1f```). The output has myst-nb's layout, so the book renders it
+    without myst-nb installed where the notebook runs (Colab, a laptop)."""
+    from IPython.core.formatters import format_display_data
+    from IPython.display import display
+
+    bundle, metadata = format_display_data(value)
+    metadata["scrapbook"] = {"name": name, "mime_prefix": GLUE_HIDDEN}
+    display({GLUE_HIDDEN + k: v for k, v in bundle.items()}, raw=True, metadata=metadata)

@@ -67,6 +67,7 @@ __all__ = [
     "table1",
     "continued_table",
     "continued_comparison",
+    "continued_summary",
     "validation_cells",
     "validation_table",
     "ordering_check",
@@ -655,6 +656,28 @@ def continued_table(long_rows: list[dict], short_rows: list[dict], k1000_rows=()
     return pd.DataFrame(out)
 
 
+def _continued_cells(long_rows: list[dict], short_rows: list[dict]) -> dict:
+    """Per (dataset, posterior) with finished continued runs: the runs (``runs``), their
+    mean (``longer``), the mean of the same cell of ``short_rows`` (``short``) and, for two
+    or more seeds, how far apart they end (``spread``). A run stopped by a time limit
+    (not ``complete``) is left out until it is continued."""
+    finished = [r for r in long_rows if r.get("complete", True)]
+    cells = {}
+    for dataset, posterior in SLIDES_TABLE1:
+        cell = _cell(finished, dataset, posterior)
+        if not cell:
+            continue
+        ours = [r["mean"] for r in cell]
+        short = _cell(short_rows, dataset, posterior)
+        cells[dataset, posterior] = {
+            "runs": cell,
+            "longer": float(np.mean(ours)),
+            "short": float(np.mean([r["mean"] for r in short])) if short else float("nan"),
+            "spread": max(ours) - min(ours) if len(cell) > 1 else None,
+        }
+    return cells
+
+
 def continued_comparison(long_rows: list[dict], short_rows: list[dict]) -> list[str]:
     """Lines reading the continued runs against Table 1, per dataset: each posterior's mean
     over its continued runs (with their seeds and, for two or more, how far apart they are),
@@ -663,43 +686,87 @@ def continued_comparison(long_rows: list[dict], short_rows: list[dict]) -> list[
     slides, beside the larger spread over seeds of the two cells. Only runs whose training
     finished (``complete``) count; a run stopped by a time limit is left out until it is
     continued."""
+    cells = _continued_cells(long_rows, short_rows)
     lines = []
-    finished = [r for r in long_rows if r.get("complete", True)]
     for dataset in ("mnist", "fashion-mnist"):
-        longer, short, spread = {}, {}, {}
         for q in POSTERIORS:
-            cell = _cell(finished, dataset, q)
-            if not cell:
+            if (dataset, q) not in cells:
                 continue
-            ours = [r["mean"] for r in cell]
-            longer[q] = np.mean(ours)
-            short[q] = np.mean([r["mean"] for r in _cell(short_rows, dataset, q)])
-            seeds = ", ".join(str(r.get("seed", "?")) for r in cell)
-            if len(cell) > 1:
-                spread[q] = max(ours) - min(ours)
-                which = f"seeds {seeds}, {spread[q]:.2f} apart"
+            c = cells[dataset, q]
+            seeds = ", ".join(str(r.get("seed", "?")) for r in c["runs"])
+            if c["spread"] is not None:
+                which = f"seeds {seeds}, {c['spread']:.2f} apart"
             else:
                 which = f"seed {seeds}"
             lines.append(
-                f"{dataset} {q}, {len(ours)} run(s) trained longer ({which}): "
-                f"{longer[q]:.2f} nats, {longer[q] - short[q]:+.2f} over Table 1's 63-epoch "
-                f"cell, {longer[q] - SLIDES_TABLE1[dataset, q][0]:+.2f} from the slides"
+                f"{dataset} {q}, {len(c['runs'])} run(s) trained longer ({which}): "
+                f"{c['longer']:.2f} nats, {c['longer'] - c['short']:+.2f} over Table 1's "
+                f"63-epoch cell, {c['longer'] - SLIDES_TABLE1[dataset, q][0]:+.2f} from the "
+                "slides"
             )
         for rich, plain in (("nsf", "gaussian"), ("cif-nsf", "nsf")):
-            if {rich, plain} <= longer.keys():
+            if (dataset, rich) in cells and (dataset, plain) in cells:
+                r, p = cells[dataset, rich], cells[dataset, plain]
                 slides = SLIDES_TABLE1[dataset, rich][0] - SLIDES_TABLE1[dataset, plain][0]
-                spreads = [spread[q] for q in (rich, plain) if q in spread]
+                spreads = [c["spread"] for c in (r, p) if c["spread"] is not None]
                 beside = (
                     f"seeds of a cell up to {max(spreads):.2f} apart"
                     if spreads
                     else "one seed each, no spread over seeds yet"
                 )
                 lines.append(
-                    f"{dataset}: {rich} - {plain} = {longer[rich] - longer[plain]:+.2f} nats "
-                    f"trained longer ({beside}), {short[rich] - short[plain]:+.2f} at 63 "
+                    f"{dataset}: {rich} - {plain} = {r['longer'] - p['longer']:+.2f} nats "
+                    f"trained longer ({beside}), {r['short'] - p['short']:+.2f} at 63 "
                     f"epochs, {slides:+.2f} in the slides"
                 )
     return lines
+
+
+def continued_summary(long_rows: list[dict], short_rows: list[dict]) -> dict[str, float]:
+    """The figures the chapter's reading of the continued runs quotes, as one flat dict (the
+    notebook glues them into its prose, so the text follows the committed results). Over the
+    finished runs: how many (``runs``), how many stopped early and after how many epochs
+    (``early``, ``early_min``, ``early_max``), how many ran to the epoch cap (``cap``), and
+    the smallest and largest gain of a cell over its 63-epoch mean (``gain_min``,
+    ``gain_max``). Per dataset (prefix ``mnist_`` or ``fashion_``), where its cells have
+    runs: the Gaussian VAE's distance below the slides (``gauss_below``) and its seeds'
+    spread (``gauss_spread``); each richer posterior's lead over the simpler one (``nsf_lead``,
+    ``cif_lead``), the slides' lead (``..._slides``), its seeds (``nsf_seeds``,
+    ``cif_seeds``) and the largest spread over seeds of the two flows (``flow_spread``, 0.0
+    with one seed each)."""
+    cells = _continued_cells(long_rows, short_rows)
+    runs = [r for c in cells.values() for r in c["runs"]]
+    early = [r["epochs"] for r in runs if r["stopped_early"]]
+    gains = [c["longer"] - c["short"] for c in cells.values()]
+    out = {
+        "runs": len(runs),
+        "early": len(early),
+        "cap": len(runs) - len(early),
+    }
+    if early:
+        out.update(early_min=min(early), early_max=max(early))
+    if gains:
+        out.update(gain_min=min(gains), gain_max=max(gains))
+    for dataset, prefix in (("mnist", "mnist_"), ("fashion-mnist", "fashion_")):
+        g, n, c = (cells.get((dataset, q)) for q in POSTERIORS)
+        if g:
+            out[prefix + "gauss_below"] = SLIDES_TABLE1[dataset, "gaussian"][0] - g["longer"]
+            out[prefix + "gauss_spread"] = g["spread"] or 0.0
+        for key, rich, plain, (a, b) in (
+            ("nsf", n, g, ("nsf", "gaussian")),
+            ("cif", c, n, ("cif-nsf", "nsf")),
+        ):
+            if rich and plain:
+                out[prefix + key + "_lead"] = rich["longer"] - plain["longer"]
+                out[prefix + key + "_lead_slides"] = (
+                    SLIDES_TABLE1[dataset, a][0] - SLIDES_TABLE1[dataset, b][0]
+                )
+        for key, cell in (("nsf", n), ("cif", c)):
+            if cell:
+                out[prefix + key + "_seeds"] = len(cell["runs"])
+        if n or c:
+            out[prefix + "flow_spread"] = max([x["spread"] or 0.0 for x in (n, c) if x])
+    return out
 
 
 def validation_cells(runs: dict) -> dict[tuple[str, str], list[dict]]:

@@ -34,3 +34,42 @@ def test_notebook_installs_from_the_configured_repository(path):
     source = "".join(first["source"])
     assert "google.colab" in source, f"{path.name}: the first code cell must detect Colab"
     assert f"git+{_configured_url()}" in source, f"{path.name}: install cell uses another URL"
+
+
+def test_glue_stores_values_as_myst_nb_does(monkeypatch):
+    """The book quotes glued values from the committed outputs; ``results.glue`` must write
+    them in the layout myst-nb's own ``glue`` (not installed on Colab) writes."""
+    import IPython.display
+
+    myst_nb_glue = pytest.importorskip("myst_nb").glue
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *a, **k: shown.append((a, k)))
+    monkeypatch.setattr("myst_nb.ext.glue.ipy_display", lambda *a, **k: shown.append((a, k)))
+    results.glue("gain_min", 1.75)
+    myst_nb_glue("gain_min", 1.75, display=False)
+    assert shown[0] == shown[1]
+    assert shown[0][0][0] == {"application/papermill.record/text/plain": "1.75"}
+
+
+def _glued_names(nb: dict) -> set[str]:
+    return {
+        out["metadata"]["scrapbook"]["name"]
+        for cell in nb["cells"]
+        for out in cell.get("outputs", [])
+        if "scrapbook" in out.get("metadata", {})
+    }
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
+def test_every_quoted_value_is_glued_in_the_committed_outputs(path):
+    """A ``{glue:text}`` role whose name no committed output holds renders as nothing."""
+    import re
+
+    nb = json.loads(path.read_text())
+    quoted = {
+        m.group(1)
+        for cell in nb["cells"]
+        if cell["cell_type"] == "markdown"
+        for m in re.finditer(r"\{glue(?::\w+)?\}`([\w-]+)", "".join(cell["source"]))
+    }
+    assert quoted <= _glued_names(nb)

@@ -541,6 +541,49 @@ def test_continued_comparison_reads_gains_and_leads():
     assert "= +4.75 nats trained longer (seeds of a cell up to 0.50 apart)" in lines[2]
 
 
+def test_continued_summary_gives_the_figures_the_prose_quotes():
+    def row(posterior, mean, seed=0, epochs=300, dataset="mnist", early=True):
+        return {
+            "dataset": dataset,
+            "posterior": posterior,
+            "mean": mean,
+            "seed": seed,
+            "epochs": epochs,
+            "stopped_early": early,
+            "complete": True,
+        }
+
+    short = [row("gaussian", -98.0), row("nsf", -95.0), row("cif-nsf", -94.0)]
+    long = [
+        row("gaussian", -96.0, epochs=400),
+        row("gaussian", -96.4, seed=1, epochs=250),
+        row("nsf", -91.0),
+        row("nsf", -91.3, seed=2),
+        row("cif-nsf", -90.9, epochs=1000, early=False),  # ran to the cap
+        {**row("cif-nsf", -80.0, seed=1), "complete": False},  # not finished: left out
+        row("gaussian", -239.0, dataset="fashion-mnist"),
+    ]
+    s = vx.continued_summary(long, short)
+    assert (s["runs"], s["early"], s["cap"]) == (6, 5, 1)
+    assert (s["early_min"], s["early_max"]) == (250, 400)
+    assert s["gain_min"] == pytest.approx(1.8)  # gaussian: -96.2 against -98.0
+    assert s["gain_max"] == pytest.approx(3.85)  # nsf: -91.15 against -95.0
+    assert s["mnist_gauss_below"] == pytest.approx(96.2 - 87.37)
+    assert s["mnist_gauss_spread"] == pytest.approx(0.4)
+    assert s["mnist_nsf_lead"] == pytest.approx(5.05)
+    assert s["mnist_nsf_lead_slides"] == pytest.approx(4.42)
+    assert s["mnist_cif_lead"] == pytest.approx(0.25)
+    assert s["mnist_cif_lead_slides"] == pytest.approx(0.73)
+    assert (s["mnist_nsf_seeds"], s["mnist_cif_seeds"]) == (2, 1)
+    assert s["mnist_flow_spread"] == pytest.approx(0.3)
+    # Fashion-MNIST has only a Gaussian run: its distance, no leads
+    assert s["fashion_gauss_spread"] == 0.0 and "fashion_nsf_lead" not in s
+    assert "fashion_flow_spread" not in s
+    # the comparison lines read the same cells
+    lines = vx.continued_comparison(long, short)
+    assert "cif-nsf - nsf = +0.25 nats" in "\n".join(lines)
+
+
 def test_table1_and_the_continued_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFUTILS_RESULTS", str(tmp_path))
     (tmp_path / "vae" / "long").mkdir(parents=True)
