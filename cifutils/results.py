@@ -124,10 +124,13 @@ def glue(name: str, value: Any) -> None:
     """Store ``value`` in the running notebook's outputs under ``name``, unseen, for the
     book's prose to quote with myst-nb's ``{glue:text}`` role (for example
     ``{glue:text}`gain_min:.1f```). The output has myst-nb's layout, so the book renders it
-    without myst-nb installed where the notebook runs (Colab, a laptop)."""
+    without myst-nb installed where the notebook runs (Colab, a laptop). NumPy and torch
+    scalars are stored as the Python number they hold."""
     from IPython.core.formatters import format_display_data
     from IPython.display import display
 
+    if hasattr(value, "item"):  # a NumPy or torch scalar: quote its value, not its repr
+        value = value.item()
     bundle, metadata = format_display_data(value)
     metadata["scrapbook"] = {"name": name, "mime_prefix": GLUE_HIDDEN}
     display({GLUE_HIDDEN + k: v for k, v in bundle.items()}, raw=True, metadata=metadata)

@@ -722,18 +722,23 @@ def continued_comparison(long_rows: list[dict], short_rows: list[dict]) -> list[
     return lines
 
 
-def continued_summary(long_rows: list[dict], short_rows: list[dict]) -> dict[str, float]:
+def continued_summary(long_rows: list[dict], short_rows: list[dict]) -> dict[str, float | str]:
     """The figures the chapter's reading of the continued runs quotes, as one flat dict (the
-    notebook glues them into its prose, so the text follows the committed results). Over the
-    finished runs: how many (``runs``), how many stopped early and after how many epochs
-    (``early``, ``early_min``, ``early_max``), how many ran to the epoch cap (``cap``), and
+    notebook glues them into its prose, so the text follows the committed results).
+
+    Over the finished runs: how many (``runs``), how many stopped early and after how many
+    epochs (``early``, ``early_min``, ``early_max``), how many ran to the epoch cap (``cap``),
     the smallest and largest gain of a cell over its 63-epoch mean (``gain_min``,
-    ``gain_max``). Per dataset (prefix ``mnist_`` or ``fashion_``), where its cells have
-    runs: the Gaussian VAE's distance below the slides (``gauss_below``) and its seeds'
-    spread (``gauss_spread``); each richer posterior's lead over the simpler one (``nsf_lead``,
+    ``gain_max``), and, of the pairs of runs of one cell that trained for different numbers of
+    epochs (``pairs``), in how many the longer one ends higher (``longer_higher``).
+
+    Per dataset (prefix ``mnist_`` or ``fashion_``), where its cells have runs: the Gaussian
+    VAE's distance below the slides (``gauss_below``) and its seeds' spread
+    (``gauss_spread``); each richer posterior's lead over the simpler one (``nsf_lead``,
     ``cif_lead``), the slides' lead (``..._slides``), its seeds (``nsf_seeds``,
-    ``cif_seeds``) and the largest spread over seeds of the two flows (``flow_spread``, 0.0
-    with one seed each)."""
+    ``cif_seeds``), the largest spread over seeds of the two flows (``flow_spread``, 0.0
+    with one seed each) and whether the CIF-NSF's lead is "larger than" or "no larger than"
+    that spread (``cif_vs_spread``)."""
     cells = _continued_cells(long_rows, short_rows)
     runs = [r for c in cells.values() for r in c["runs"]]
     early = [r["epochs"] for r in runs if r["stopped_early"]]
@@ -747,6 +752,17 @@ def continued_summary(long_rows: list[dict], short_rows: list[dict]) -> dict[str
         out.update(early_min=min(early), early_max=max(early))
     if gains:
         out.update(gain_min=min(gains), gain_max=max(gains))
+    pairs = [
+        (a, b)
+        for c in cells.values()
+        for i, a in enumerate(c["runs"])
+        for b in c["runs"][i + 1 :]
+        if a["epochs"] != b["epochs"]
+    ]
+    out["pairs"] = len(pairs)
+    out["longer_higher"] = sum(
+        (a["epochs"] > b["epochs"]) == (a["mean"] > b["mean"]) for a, b in pairs
+    )
     for dataset, prefix in (("mnist", "mnist_"), ("fashion-mnist", "fashion_")):
         g, n, c = (cells.get((dataset, q)) for q in POSTERIORS)
         if g:
@@ -766,6 +782,9 @@ def continued_summary(long_rows: list[dict], short_rows: list[dict]) -> dict[str
                 out[prefix + key + "_seeds"] = len(cell["runs"])
         if n or c:
             out[prefix + "flow_spread"] = max([x["spread"] or 0.0 for x in (n, c) if x])
+        if prefix + "cif_lead" in out:
+            beyond = out[prefix + "cif_lead"] > out[prefix + "flow_spread"]
+            out[prefix + "cif_vs_spread"] = "larger than" if beyond else "no larger than"
     return out
 
 

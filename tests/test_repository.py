@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -49,6 +50,8 @@ def test_glue_stores_values_as_myst_nb_does(monkeypatch):
     myst_nb_glue("gain_min", 1.75, display=False)
     assert shown[0] == shown[1]
     assert shown[0][0][0] == {"application/papermill.record/text/plain": "1.75"}
+    results.glue("gain_min", np.float64(1.75))  # stored as the number, not "np.float64(1.75)"
+    assert shown[2] == shown[0]
 
 
 def _glued_names(nb: dict) -> set[str]:

@@ -566,6 +566,8 @@ def test_continued_summary_gives_the_figures_the_prose_quotes():
     s = vx.continued_summary(long, short)
     assert (s["runs"], s["early"], s["cap"]) == (6, 5, 1)
     assert (s["early_min"], s["early_max"]) == (250, 400)
+    # gaussian 400 vs 250 epochs: the longer ends higher; the NSF seeds trained equally long
+    assert (s["pairs"], s["longer_higher"]) == (1, 1)
     assert s["gain_min"] == pytest.approx(1.8)  # gaussian: -96.2 against -98.0
     assert s["gain_max"] == pytest.approx(3.85)  # nsf: -91.15 against -95.0
     assert s["mnist_gauss_below"] == pytest.approx(96.2 - 87.37)
@@ -576,6 +578,14 @@ def test_continued_summary_gives_the_figures_the_prose_quotes():
     assert s["mnist_cif_lead_slides"] == pytest.approx(0.73)
     assert (s["mnist_nsf_seeds"], s["mnist_cif_seeds"]) == (2, 1)
     assert s["mnist_flow_spread"] == pytest.approx(0.3)
+    assert s["mnist_cif_vs_spread"] == "no larger than"  # +0.25 against 0.3
+    wider = vx.continued_summary([*long, row("cif-nsf", -89.9, seed=2)], short)
+    assert wider["mnist_cif_lead"] == pytest.approx(0.75) and wider[
+        "mnist_flow_spread"
+    ] == pytest.approx(1.0)
+    assert wider["mnist_cif_vs_spread"] == "no larger than"
+    one_each = vx.continued_summary([long[0], long[2], long[4]], short)  # lead +0.10, no spread
+    assert one_each["mnist_cif_vs_spread"] == "larger than"
     # Fashion-MNIST has only a Gaussian run: its distance, no leads
     assert s["fashion_gauss_spread"] == 0.0 and "fashion_nsf_lead" not in s
     assert "fashion_flow_spread" not in s
