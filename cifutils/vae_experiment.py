@@ -71,6 +71,7 @@ __all__ = [
     "validation_cells",
     "validation_table",
     "ordering_check",
+    "ordering_lines",
 ]
 
 
@@ -592,7 +593,7 @@ def table1(rows: list[dict]):
             spread = means.std(ddof=1) if len(cell) > 1 else cell[0]["stderr"]
             ours = f"{means.mean():.2f} ± {spread:.2f}"
             epochs = ", ".join(str(r["epochs"]) for r in cell)
-            where = ", ".join(sorted({r["trained_on"] for r in cell}))
+            where = ", ".join(sorted({d for r in cell for d in r["trained_on"].split(", ")}))
             note = (
                 f"{cell[0]['budget']}; {len(cell)} seed(s); {epochs} of "
                 f"{cell[0]['max_epochs']} epochs; {cell[0]['test_images']:,} test images; "
@@ -819,6 +820,18 @@ def validation_table(runs: dict):
             }
         )
     return pd.DataFrame(out)
+
+
+def ordering_lines(rows: list[dict], nsf_gain: bool = False) -> list[str]:
+    """:func:`ordering_check` for each dataset of ``rows`` (from :func:`collect_results`)
+    whose three cells each have two or more seeds (a spread over seeds needs two); the
+    datasets short of that are left out."""
+    lines = []
+    for dataset in ("mnist", "fashion-mnist"):
+        values = {q: np.array([r["mean"] for r in _cell(rows, dataset, q)]) for q in POSTERIORS}
+        if all(len(v) > 1 for v in values.values()):
+            lines.append(ordering_check(dataset, values, nsf_gain))
+    return lines
 
 
 def ordering_check(dataset: str, values: dict[str, np.ndarray], nsf_gain: bool = False) -> str:

@@ -594,6 +594,32 @@ def test_continued_summary_gives_the_figures_the_prose_quotes():
     assert "cif-nsf - nsf = +0.25 nats" in "\n".join(lines)
 
 
+def test_ordering_lines_need_two_seeds_in_every_cell():
+    def row(dataset, posterior, mean, seed):
+        return {"dataset": dataset, "posterior": posterior, "mean": mean, "seed": seed}
+
+    rows = [
+        row("mnist", "gaussian", -96.0, 0),
+        row("mnist", "gaussian", -96.2, 1),
+        row("mnist", "nsf", -92.0, 0),
+        row("mnist", "nsf", -91.0, 1),
+        row("mnist", "cif-nsf", -91.25, 0),
+        row("mnist", "cif-nsf", -91.75, 2),
+        row("fashion-mnist", "gaussian", -239.0, 0),  # one cell only: no line
+        row("fashion-mnist", "gaussian", -239.2, 1),
+    ]
+    (line,) = vx.ordering_lines(rows, nsf_gain=True)
+    assert line.startswith("mnist: Gaussian < NSF < CIF-NSF as in Table 1: False; ")
+    assert "CIF-NSF - NSF = +0.00 nats (seed std 0.71 and 0.35)" in line
+    assert line.endswith("NSF - Gaussian = +4.60 nats")
+    rows[4]["mean"] = -90.75  # now the CIF-NSF leads
+    assert (
+        ": True; CIF-NSF - NSF = +0.25 nats (seed std 0.71 and 0.71)"
+        in vx.ordering_lines(rows[:6])[0]
+    )
+    assert vx.ordering_lines(rows[:5]) == []  # the CIF-NSF cell has one seed
+
+
 def test_table1_and_the_continued_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFUTILS_RESULTS", str(tmp_path))
     (tmp_path / "vae" / "long").mkdir(parents=True)
@@ -608,6 +634,12 @@ def test_table1_and_the_continued_runs(tmp_path, monkeypatch):
     table = vx.table1(short).set_index(["dataset", "posterior"])
     assert table.loc[("mnist", "gaussian"), "ours"] == "-98.00 ± 1.00"
     assert table.loc[("mnist", "nsf"), "ours"] == "not run"
+    assert table.loc[("mnist", "gaussian"), "run"] == (
+        "paper; 3 seed(s); 63, 63, 63 of 1000 epochs; 10,000 test images; trained on cpu"
+    )
+    # devices are named once per cell, however the runs split their epochs between them
+    mixed = [{**r, "trained_on": on} for r, on in zip(short, ["cpu, cuda", "cuda", "cpu"])]
+    assert vx.table1(mixed)["run"][0].endswith("trained on cpu, cuda")
 
     long = vx.collect_results(folder="vae/long")
     assert len(long) == 1 and long[0]["stopped_early"] and long[0]["best_epoch"] == 350
