@@ -403,11 +403,14 @@ def run(
     device: torch.device | str = "cpu",
     compiled: bool = False,
     time_limit: float | None = None,
+    eval_if_complete: bool = False,
 ) -> dict:
     """Train/resume on ``device`` (``compiled``, ``time_limit``: see :func:`train`), evaluate
     there, and write ``<out_dir>/<name>.json``; returns the record. Its provenance names the
     evaluation device; ``train_devices`` counts the epochs run on each device (a run may be
-    continued elsewhere)."""
+    continued elsewhere). With ``eval_if_complete``, a run that has not finished training
+    (early stop or epoch cap) is neither evaluated nor written: its checkpoint waits for the
+    next invocation."""
     splits = load_binarized(cfg.dataset, limit=cfg.train_limit)
     start = time.perf_counter()
     vae, state = train(
@@ -431,7 +434,7 @@ def run(
         "best_val_elbo": state["best_val"],
         "history": state["history"],
     }
-    if do_eval:
+    if do_eval and (state["done"] or not eval_if_complete):
         t0 = time.perf_counter()
         record["metrics"] = evaluate(vae, cfg, splits)
         record["eval_seconds"] = time.perf_counter() - t0
@@ -472,6 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", default="runs/vae")
     p.add_argument("--out-dir", default=None, help="default: results/vae")
     p.add_argument("--no-eval", action="store_true", help="train only; write no JSON")
+    p.add_argument(
+        "--eval-if-complete",
+        action="store_true",
+        help="evaluate and write the JSON only once training has finished (early stop or "
+        "epoch cap); an unfinished run keeps its checkpoint for the next invocation",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -515,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         device=device,
         compiled=a.compile,
         time_limit=None if a.time_limit is None else 60 * a.time_limit,
+        eval_if_complete=a.eval_if_complete,
     )
     line = {k: rec[k] for k in ("name", "parameters", "epochs_run", "best_epoch", "complete")}
     print(line)

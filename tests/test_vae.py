@@ -208,6 +208,18 @@ def test_time_limit_stops_before_an_epoch_that_would_overrun(tmp_path, monkeypat
     assert state["epoch"] == 10 and state["done"]
 
 
+def test_eval_if_complete_waits_for_the_end_of_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(vx, "load_binarized", lambda *a, **k: _fake_splits(100))
+    out = tmp_path / "out" / "mnist-gaussian-seed0-smoke.json"
+    argv = ["--budget", "smoke", "--runs-dir", str(tmp_path / "runs"), "--out-dir"]
+    argv += [str(tmp_path / "out"), "--test-k", "5", "--test-limit", "10", "--eval-if-complete"]
+    vx.main(argv + ["--epochs", "0"])  # training unfinished: nothing evaluated or written
+    assert not out.exists()
+    vx.main(argv)  # trains to the end of the (one-epoch) smoke budget, then evaluates
+    rec = json.loads(out.read_text())
+    assert rec["complete"] and rec["epochs_run"] == 1 and "metrics" in rec
+
+
 def test_command_line_writes_result(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(vx, "load_binarized", lambda *a, **k: _fake_splits(100))
     argv = [
