@@ -57,6 +57,7 @@ __all__ = [
     "save_run",
     "end_epoch",
     "train",
+    "train_together",
     "evaluate",
     "amortization_gap",
     "auxiliary_gap",
@@ -310,6 +311,36 @@ def train(
             )
     vae.load_state_dict(best)
     return vae.eval(), state
+
+
+def train_together(
+    cfgs: list[VAEConfig],
+    runs_dir: str | Path,
+    device: torch.device | str = "cpu",
+    splits=None,
+    compiled: bool = False,
+    side_by_side: bool | None = None,
+    log=print,
+) -> dict[str, tuple[VAE, dict]]:
+    """Train (or resume) every run of ``cfgs`` to its end in ``<runs_dir>/<name>/`` and return
+    ``{name: (best-validation VAE on device, state)}``.
+
+    ``side_by_side`` (default: on a CUDA device) trains the runs together with
+    :func:`cifutils.vae_multi.train_many`, which on a GPU records each run's step as a CUDA
+    graph and replays the runs on their own streams (eager PyTorch is launch-bound on these
+    small models); otherwise the runs train one after the other with :func:`train`, through
+    ``torch.compile`` when ``compiled``. Both write the same checkpoints."""
+    device = torch.device(device)
+    side_by_side = device.type == "cuda" if side_by_side is None else side_by_side
+    if side_by_side:
+        from .vae_multi import train_many
+
+        train_many(cfgs, runs_dir, device, log=log)
+    out = {}
+    for cfg in cfgs:
+        more = 0 if side_by_side else None  # side by side: only load the best weights
+        out[cfg.name] = train(cfg, Path(runs_dir) / cfg.name, more, splits, log, device, compiled)
+    return out
 
 
 @torch.no_grad()

@@ -393,6 +393,30 @@ def test_compiled_training_is_recorded(tmp_path, needs_a_compiler):
     assert np.isfinite(state["history"]["train_elbo"][0])
 
 
+@pytest.mark.parametrize("side_by_side", [False, True])
+def test_train_together_returns_the_best_weights_of_each_run(tmp_path, monkeypatch, side_by_side):
+    """Both ways of training the chapter's live runs (one after the other, or side by side as
+    on a GPU, here eagerly on the CPU) train every run to its end and return the VAE with
+    the weights that the checkpoint keeps as the best."""
+    from cifutils import vae_multi
+
+    splits = _fake_splits(100)
+    monkeypatch.setattr(vae_multi, "load_binarized", lambda name, limit=None: splits)
+    cfgs = [
+        vx.VAEConfig(posterior=p, max_epochs=2, patience=5, batch_size=50)
+        for p in ("gaussian", "cif-nsf")
+    ]
+    quiet = lambda *_: None  # noqa: E731
+    out = vx.train_together(cfgs, tmp_path, "cpu", splits, side_by_side=side_by_side, log=quiet)
+    assert list(out) == [c.name for c in cfgs]
+    for cfg in cfgs:
+        vae, state = out[cfg.name]
+        assert state["done"] and state["epoch"] == 2 and not vae.training
+        best = vx.load_checkpoint(tmp_path / cfg.name / "checkpoint.pt")["best_model"]
+        for name, value in vae.state_dict().items():
+            assert torch.equal(value, best[name]), name
+
+
 def test_train_many_matches_the_single_run_format(tmp_path, monkeypatch):
     """Runs trained together (eagerly on the CPU) leave checkpoints the single-run loop
     resumes, stop at the epoch cap, and keep one history entry per epoch."""
