@@ -73,20 +73,30 @@ def test_fast_spline_inverse_equals_nflows(context):
     torch.testing.assert_close(l1, l0, atol=1e-8, rtol=1e-8)
 
 
-def test_fast_spline_inverse_in_float32_is_no_worse_than_nflows():
-    """In float32 this ill-conditioned layer loses digits over the 20 passes; measured
-    against the float64 inverse, the fused version must not lose more than nflows."""
-    slow = _perturbed_step(torch.float32)
-    fast = accelerate(copy.deepcopy(slow))
-    exact = accelerate(copy.deepcopy(slow).double())
-    with torch.no_grad():
-        y, _ = slow(_inputs(torch.float32))
-        x_ref, l_ref = exact.inverse(y.double())
-        errors = []
-        for layer in (slow, fast):
-            x, lad = layer.inverse(y)
-            errors.append(max((x.double() - x_ref).abs().max(), (lad.double() - l_ref).abs().max()))
-    assert torch.isfinite(errors[1]) and errors[1] <= errors[0] + 1e-5, errors
+def test_fast_spline_inverse_in_float32_is_as_accurate_as_nflows():
+    """In float32 these ill-conditioned layers lose digits over the 20 passes of the
+    inverse; measured against the float64 inverse, the fused version must lose no more than
+    nflows. Which of the two ends closer on one layer is decided by rounding (and so differs
+    between CPUs: either wins about half the time), hence the comparison over 16 layers:
+    the geometric mean of the error ratio fused / nflows must stay below 2 (a real loss of
+    precision, or a wrong inverse, gives ratios of orders of magnitude)."""
+    log_ratios = []
+    for seed in range(16):
+        slow = _perturbed_step(torch.float32, seed=seed)
+        fast = accelerate(copy.deepcopy(slow))
+        exact = accelerate(copy.deepcopy(slow).double())
+        with torch.no_grad():
+            y, _ = slow(_inputs(torch.float32))
+            x_ref, l_ref = exact.inverse(y.double())
+            errors = []
+            for layer in (slow, fast):
+                x, lad = layer.inverse(y)
+                errors.append(
+                    max((x.double() - x_ref).abs().max(), (lad.double() - l_ref).abs().max())
+                )
+        assert torch.isfinite(errors[1]), seed
+        log_ratios.append(torch.log(errors[1] / errors[0]).item())
+    assert np.exp(np.mean(log_ratios)) < 2.0, np.exp(log_ratios).round(2)
 
 
 def test_spline_is_identity_in_the_tails():
