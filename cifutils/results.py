@@ -69,7 +69,10 @@ def git_commit() -> str:
 
 
 def provenance(config: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
-    """A provenance record: ``config`` plus commit, device, versions, host and date."""
+    """A provenance record: ``config`` plus commit, device, versions, host and date.
+    ``cpu_capability`` is the vector instruction set of torch's CPU kernels (``"AVX2"``,
+    ``"AVX512"``, ...): floating-point rounding, and so a long training run with the same
+    seed, differs between them."""
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     return {
@@ -80,6 +83,7 @@ def provenance(config: dict[str, Any], device: torch.device | str) -> dict[str, 
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "num_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

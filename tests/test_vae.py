@@ -254,6 +254,7 @@ def test_command_line_writes_result(tmp_path, monkeypatch, capsys):
     assert rec["budget"] == "smoke" and rec["epochs_run"] == 1 and rec["complete"]
     assert rec["provenance"]["config"]["posterior"] == "nsf"
     assert {"git_commit", "torch_version", "device", "date"} <= rec["provenance"].keys()
+    assert rec["provenance"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     m = rec["metrics"]
     assert m["test_images"] == 20 and m["test_iw_k200"]["images"] == 8
     assert m["test_iw_k5"]["mean"] > m["test_elbo"]["mean"] - 3 * m["test_elbo"]["stderr"]
