@@ -58,6 +58,7 @@ __all__ = [
     "end_epoch",
     "train",
     "train_together",
+    "default_runs_dir",
     "evaluate",
     "amortization_gap",
     "auxiliary_gap",
@@ -311,6 +312,14 @@ def train(
             )
     vae.load_state_dict(best)
     return vae.eval(), state
+
+
+def default_runs_dir() -> Path:
+    """``runs/vae`` of this checkout, where the command line (run from the repository root)
+    keeps its checkpoints; outside a checkout (an installed package), ``runs/vae`` of the
+    working directory."""
+    root = Path(__file__).resolve().parent.parent
+    return (root if (root / "pyproject.toml").exists() else Path.cwd()) / "runs" / "vae"
 
 
 def train_together(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -402,6 +403,14 @@ def test_compiled_training_is_recorded(tmp_path, needs_a_compiler):
     _, state = vx.train(cfg, tmp_path, splits=_fake_splits(100), log=lambda *_: None, compiled=True)
     assert state["devices"] == {"cpu (torch.compile)": 1}
     assert np.isfinite(state["history"]["train_elbo"][0])
+
+
+def test_default_runs_dir(tmp_path, monkeypatch):
+    root = Path(vx.__file__).resolve().parent.parent
+    assert vx.default_runs_dir() == root / "runs" / "vae"  # in this checkout
+    monkeypatch.setattr(vx, "__file__", str(tmp_path / "site-packages/cifutils/vae_experiment.py"))
+    monkeypatch.chdir(tmp_path)  # an installed package: the working directory's runs/vae
+    assert vx.default_runs_dir() == tmp_path / "runs" / "vae"
 
 
 @pytest.mark.parametrize("side_by_side", [False, True])
