@@ -406,3 +406,26 @@ def test_notes_are_wrapped_for_the_page():
     assert note.startswith("Figure 1: budget book") and "\n    " in note
     assert all(len(line) <= 40 for line in note.splitlines())
     assert all(len(x) <= 40 for e in mog.findings(res, width=40) for x in e.splitlines())
+
+
+def test_chapter2_learning_rate_script_runs(capsys, monkeypatch):
+    """benchmarks/nsf_mog9_lr.py (behind chapter 2's learning rate) on a tiny fit: one line
+    per (rate, seed) with the ELBO and the least-visited mode's share, a share of samples."""
+    import importlib.util
+    import re
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "nsf_mog9_lr.py"
+    spec = importlib.util.spec_from_file_location("nsf_mog9_lr", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    argv = ["nsf_mog9_lr.py", "--lrs", "1e-2", "--seeds", "0", "1", "--steps", "2"]
+    monkeypatch.setattr(sys, "argv", argv + ["--batch", "16", "--eval", "200"])
+    script.main()
+    rows = re.findall(
+        r"seed (\d): ELBO (-?\d+\.\d+) \+- \d+\.\d+, least-visited mode (\S+),",
+        capsys.readouterr().out,
+    )
+    assert [r[0] for r in rows] == ["0", "1"]
+    assert all(0.0 <= float(r[2]) <= 1 / 9 for r in rows)
