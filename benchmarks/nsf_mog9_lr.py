@@ -14,6 +14,7 @@ import time
 import torch
 
 from cifutils import get_target
+from cifutils.mog import coverage
 from cifutils.plotting import fit_family
 from cifutils.training import estimate_elbo
 
@@ -37,9 +38,7 @@ def main() -> None:
             q, _ = fit_family("nsf", mog.log_prob, a.steps, a.batch, lr, seed, **NSF)
             elbo, se = estimate_elbo(q, mog.log_prob, a.eval)
             with torch.no_grad():
-                z = q.sample(a.eval).double()
-            nearest = torch.cdist(z, mog.means.double()).argmin(dim=1)
-            smallest = torch.bincount(nearest, minlength=len(mog.means)).min().item() / a.eval
+                smallest = min(coverage(mog, q.sample(a.eval))[0])
             print(
                 f"lr {lr:g}, seed {seed}: ELBO {elbo:.3f} +- {se:.3f}, "
                 f"least-visited mode {smallest:.3f}, {time.perf_counter() - t0:.0f} s",

@@ -345,11 +345,11 @@ def train_together(
         from .vae_multi import train_many
 
         train_many(cfgs, runs_dir, device, log=log)
-    out = {}
-    for cfg in cfgs:
-        more = 0 if side_by_side else None  # side by side: only load the best weights
-        out[cfg.name] = train(cfg, Path(runs_dir) / cfg.name, more, splits, log, device, compiled)
-    return out
+    more = 0 if side_by_side else None  # side by side: only load the best weights
+    return {
+        cfg.name: train(cfg, Path(runs_dir) / cfg.name, more, splits, log, device, compiled)
+        for cfg in cfgs
+    }
 
 
 @torch.no_grad()
