@@ -217,16 +217,30 @@ class VariationalFlow(nn.Module):
         if context.is_floating_point() and not torch.isfinite(context).all():
             raise ValueError("context contains non-finite values")
 
+    def _cif_contexts(self, context: Tensor | None, num_samples: int) -> list:
+        """The context of each CIF layer's ``r`` network, in order: the observations repeated
+        per sample (row ``b * num_samples + s`` is observation ``b``), or None. When every
+        such network is of one class with a static ``group_context(nets, context,
+        num_samples)``, that method prepares them instead, all layers together (how the
+        fast r-network of the VAEs shares its work over the layers and the samples)."""
+        nets = [layer.r_u.net for layer in self.layers if isinstance(layer, CIFLayer)]
+        if context is None or not nets:
+            return [None] * len(nets)
+        group = getattr(type(nets[0]), "group_context", None)
+        if group is not None and all(type(net) is type(nets[0]) for net in nets):
+            return group(nets, context, num_samples)
+        return [context.repeat_interleave(num_samples, dim=0)] * len(nets)
+
     def forward_sample(self, num_samples: int, context: Tensor | None = None) -> FlowSample:
         """Sample with everything recorded; rows are flat (``n = B * num_samples``)."""
         _check_num_samples(num_samples)
         self._check_context(context)
-        rows = None if context is None else context.repeat_interleave(num_samples, dim=0)
+        contexts = iter(self._cif_contexts(context, num_samples))
         w, log_q0 = self.base.rsample_and_log_prob(num_samples, context)
         w0, log_q, steps = w, log_q0, []
         for layer in self.layers:
             if isinstance(layer, CIFLayer):
-                step = layer.sample_forward(w, rows)
+                step = layer.sample_forward(w, next(contexts))
                 w, log_q = step.z, log_q + step.log_weight
                 steps.append(step)
             else:

@@ -302,6 +302,29 @@ def test_fast_r_net_equals_the_convolutional_one():
     torch.testing.assert_close(fast(w, x), slow(w, x))
 
 
+@pytest.mark.parametrize("samples", [1, 4])
+def test_grouped_r_networks_equal_the_convolutional_ones(samples):
+    """A flow of fast r-networks prepares the image parts of all layers at once, per image
+    rather than per sample: the same weights, values and gradients as the convolutions."""
+    from cifutils.fast import ImageContext
+
+    torch.manual_seed(0)
+    slow = make_vae("cif-nsf", fast=False).double()
+    fast = make_vae("cif-nsf").double()
+    fast.load_state_dict(slow.state_dict())
+    x = (torch.rand(5, 1, 28, 28) < 0.3).double()
+    contexts = fast.posterior._cif_contexts(x, samples)
+    assert len(contexts) == 10 and all(isinstance(c, ImageContext) for c in contexts)
+    assert contexts[0].image.shape == (5, 196, 8)  # per image, not per sample
+    grads = []
+    for vae in (slow, fast):
+        torch.manual_seed(1)
+        loss = vae.log_weights(x, samples).pow(2).mean()
+        grads.append([loss, *torch.autograd.grad(loss, list(vae.parameters()))])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a)
+
+
 def test_fast_encoder_and_decoder_equal_the_convolutional_ones():
     """The matrix-product encoder and decoder give the convolutions' outputs and gradients
     (parameters and, for the decoder, its input), and the same function after training
@@ -505,38 +528,37 @@ def test_log_of_many_runs_is_read_back(tmp_path):
     assert rec["provenance"]["config"]["command"].endswith("vae-many")
 
 
-def test_image_patches_are_computed_once_per_pass(monkeypatch):
-    """The r-networks of the ten CIF layers share one im2col of the image per forward pass
-    (the encoder does one more, of the images before they are repeated per sample);
-    a changed image (new tensor or an in-place write) is never served stale patches."""
+def test_image_patches_are_computed_once_per_image(monkeypatch):
+    """The encoder and the r-networks of the ten CIF layers share one im2col of the images
+    (not of their rows repeated per sample); the same unchanged images passed again reuse
+    it, and a changed image (new tensor or an in-place write) is never served stale patches."""
     import cifutils.fast as fast
 
     torch.manual_seed(0)
     vae = make_vae("cif-nsf")
     slow = make_vae("cif-nsf", fast=False)
     slow.load_state_dict(vae.state_dict())
-    x = (torch.rand(6, 1, 28, 28) < 0.3).float()
-    vae.elbo(x)  # fills the cache of constants (the upsampled unit maps' patches)
     calls = []
     unfold = fast.F.unfold
     monkeypatch.setattr(fast.F, "unfold", lambda *a, **k: calls.append(1) or unfold(*a, **k))
-    torch.manual_seed(1)
-    a = vae.elbo(x)
-    assert len(calls) == 2  # the encoder's images, and the rows of the flow's context
-    torch.manual_seed(1)
-    torch.testing.assert_close(a, slow.elbo(x), atol=1e-4, rtol=1e-4)
+    monkeypatch.setattr(fast, "_UPSAMPLED_PATCHES", {})  # as in a fresh process
 
-    def check(images):
+    def check(images, samples=1):
         torch.manual_seed(1)
-        got = vae.elbo(images)
+        got = vae.log_weights(images, samples)
         torch.manual_seed(1)
-        torch.testing.assert_close(got, slow.elbo(images), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got, slow.log_weights(images, samples), atol=1e-4, rtol=1e-4)
 
+    x = (torch.rand(6, 1, 28, 28) < 0.3).float()
+    check(x)
+    assert len(calls) == 2  # the constant unit maps' patches (first call only), the images'
+    check(x, 5)
+    assert len(calls) == 2  # the same images: nothing recomputed
     other = 1 - x
-    check(other)  # a new image tensor
+    check(other, 3)  # a new image tensor
     other.mul_(0.0)
     check(other)  # the same tensor changed in place
-    assert len(calls) == 6  # twice per pass of the fast model (the slow one convolves)
+    assert len(calls) == 4  # once per new or changed batch (the slow model convolves)
 
 
 def test_flop_counts_of_the_benchmark():
