@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_vae.py [--threads 2] [--steps 20] [--repeats 5] [--eval-images 20]
-        [--compile]
+        [--compile] [--grouping]
 
 A training step is one Adam update on a batch of 100 binary 28x28 images with one ELBO
 sample (forward, backward, gradient clipping at 5, optimizer step). Each configuration is
@@ -15,6 +15,11 @@ equal-valued layers of :mod:`cifutils.fast` (same weights, same function) with
 tensor); ``--compile`` adds ``compile`` rows: the fast layers with the whole loss through
 ``torch.compile`` (what ``python -m cifutils.experiments vae --compile`` runs).
 Evaluation throughput is the importance-weighted bound with K = 100 per image.
+
+``--grouping`` prints, instead, a paired comparison for the CIF-NSF: its r-networks' image
+work grouped over the ten layers and the K samples (the default,
+:meth:`~cifutils.fast.FastImageRNet.group_context`) against each layer doing its own on the
+repeated images (``group_contexts = False``), the two alternating within every repeat.
 """
 
 from __future__ import annotations
@@ -36,12 +41,13 @@ def _images(n: int, seed: int = 0) -> torch.Tensor:
     return (torch.rand(n, 1, 28, 28, generator=g) < 0.15).float()
 
 
-def make_step(posterior: str, fast: bool | str):
+def make_step(posterior: str, fast: bool | str, grouped: bool = True):
     """A closure doing one training step of a fresh model (:class:`~cifutils.training.FlatAdam`
     on the fast path; ``fast="compile"``: the fast path with the whole loss through
     ``torch.compile``, as ``python -m cifutils.experiments vae --compile`` trains)."""
     torch.manual_seed(0)
     vae = make_vae(posterior, fast=bool(fast))
+    vae.posterior.group_contexts = grouped
     # the fast path trains as the experiment does: Adam over one flat parameter tensor
     opt = FlatAdam(vae, lr=1e-3) if fast else torch.optim.Adam(vae.parameters(), lr=1e-3)
     params = clipped_parameters(opt, vae)
@@ -87,15 +93,41 @@ def step_flops(posterior: str) -> float:
     return counter.get_total_flops() / 1e6
 
 
-def time_eval(posterior: str, fast: bool, images: int, k: int = 100) -> float:
+def time_eval(posterior: str, fast: bool, images: int, k: int = 100, grouped: bool = True) -> float:
     """Test images per second for the K-sample importance-weighted bound."""
     torch.manual_seed(0)
     vae = make_vae(posterior, fast=fast).eval()
+    vae.posterior.group_contexts = grouped
     x = _images(images, seed=1)
     iw_log_likelihood(vae, x[:2], k, batch_size=100)
     t0 = time.perf_counter()
     iw_log_likelihood(vae, x, k, batch_size=100, chunk_size=k)
     return images / (time.perf_counter() - t0)
+
+
+def _paired(label: str, unit: str, grouped: list, per_layer: list, rate: bool = False) -> None:
+    """Medians, and the paired ratio of times per layer / grouped (of rates: the inverse)."""
+    ratios = sorted((a / b if rate else b / a) for a, b in zip(grouped, per_layer))
+    q1, q2, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    print(
+        f"{label:22s} grouped {statistics.median(grouped):7.1f}  per layer "
+        f"{statistics.median(per_layer):7.1f} {unit}; per layer / grouped, paired: "
+        f"median {q2:.2f} [quartiles {q1:.2f}, {q3:.2f}]"
+    )
+
+
+def compare_grouping(steps: int, repeats: int, images: int, compiled: bool) -> None:
+    """The paired comparison of ``--grouping`` (see the module docstring)."""
+    for fast in (True, "compile") if compiled else (True,):
+        configs = [("cif-nsf", fast, True), ("cif-nsf", fast, False)]
+        times = time_training(configs, steps, repeats)
+        label = "train, compiled" if fast == "compile" else "train, fast layers"
+        _paired(label, "ms/step", times[configs[0]], times[configs[1]])
+    rates: dict = {True: [], False: []}
+    for _ in range(repeats):
+        for grouped in (True, False):
+            rates[grouped].append(time_eval("cif-nsf", True, images, grouped=grouped))
+    _paired("eval, K=100", "img/s", rates[True], rates[False], rate=True)
 
 
 def main() -> None:
@@ -108,12 +140,18 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="add rows with the loss through torch.compile"
     )
+    parser.add_argument(
+        "--grouping", action="store_true", help="CIF-NSF, grouped r-networks or not (paired)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{args.threads} threads, batch 100, latent 20"
     )
+    if args.grouping:
+        compare_grouping(args.steps, args.repeats, args.eval_images, args.compile)
+        return
     rows = [("gaussian", True)]
     for kind in ("nsf", "cif-nsf"):
         if not args.skip_nflows:

@@ -192,6 +192,12 @@ class VariationalFlow(nn.Module):
     Args:
         base: :class:`GaussianBase` or :class:`AmortizedGaussianBase`.
         layers: nflows transforms and/or :class:`~cifutils.cif.CIFLayer` s, applied in order.
+
+    Attributes:
+        group_contexts: whether the CIF layers' ``r`` networks may prepare their contexts
+            together (see :meth:`_cif_contexts`; the default, True). Set it to False to have
+            each network handle the repeated observations itself: the same function, for
+            comparisons.
     """
 
     def __init__(self, base: nn.Module, layers: Sequence[nn.Module] = ()) -> None:
@@ -199,6 +205,7 @@ class VariationalFlow(nn.Module):
         self.base = base
         self.layers = nn.ModuleList(layers)
         self.dim = base.dim
+        self.group_contexts = True
 
     @property
     def is_cif(self) -> bool:
@@ -226,7 +233,7 @@ class VariationalFlow(nn.Module):
         nets = [layer.r_u.net for layer in self.layers if isinstance(layer, CIFLayer)]
         if context is None or not nets:
             return [None] * len(nets)
-        group = getattr(type(nets[0]), "group_context", None)
+        group = getattr(type(nets[0]), "group_context", None) if self.group_contexts else None
         if group is not None and all(type(net) is type(nets[0]) for net in nets):
             return group(nets, context, num_samples)
         return [context.repeat_interleave(num_samples, dim=0)] * len(nets)

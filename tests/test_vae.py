@@ -316,13 +316,20 @@ def test_grouped_r_networks_equal_the_convolutional_ones(samples):
     contexts = fast.posterior._cif_contexts(x, samples)
     assert len(contexts) == 10 and all(isinstance(c, ImageContext) for c in contexts)
     assert contexts[0].image.shape == (5, 196, 8)  # per image, not per sample
+    per_layer = make_vae("cif-nsf").double()
+    per_layer.load_state_dict(slow.state_dict())
+    per_layer.posterior.group_contexts = False
+    assert torch.equal(
+        per_layer.posterior._cif_contexts(x, samples)[0], x.repeat_interleave(samples, 0)
+    )
     grads = []
-    for vae in (slow, fast):
+    for vae in (slow, fast, per_layer):
         torch.manual_seed(1)
         loss = vae.log_weights(x, samples).pow(2).mean()
         grads.append([loss, *torch.autograd.grad(loss, list(vae.parameters()))])
-    for a, b in zip(*grads):
+    for a, b, c in zip(*grads):
         torch.testing.assert_close(b, a)
+        torch.testing.assert_close(c, a)
 
 
 def test_fast_encoder_and_decoder_equal_the_convolutional_ones():
@@ -561,9 +568,7 @@ def test_image_patches_are_computed_once_per_image(monkeypatch):
     assert len(calls) == 4  # once per new or changed batch (the slow model convolves)
 
 
-def test_flop_counts_of_the_benchmark():
-    """Chapter 6 explains the CIF-NSF's cost by its arithmetic: the benchmark's count must
-    show more than twice the NSF's matrix-product FLOPs (the r-networks on the image)."""
+def _bench_vae():
     import importlib.util
     from pathlib import Path
 
@@ -571,9 +576,26 @@ def test_flop_counts_of_the_benchmark():
     spec = importlib.util.spec_from_file_location("bench_vae", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_flop_counts_of_the_benchmark():
+    """Chapter 6 explains the CIF-NSF's cost by its arithmetic: the benchmark's count must
+    show more than twice the NSF's matrix-product FLOPs (the r-networks on the image)."""
+    bench = _bench_vae()
     flops = {kind: bench.step_flops(kind) for kind in ("gaussian", "nsf", "cif-nsf")}
     assert flops["gaussian"] < flops["nsf"] < flops["cif-nsf"]
     assert 2.0 < flops["cif-nsf"] / flops["nsf"] < 3.5, flops
+
+
+def test_benchmark_compares_grouped_and_per_layer_r_networks(capsys):
+    _bench_vae().compare_grouping(steps=1, repeats=2, images=2, compiled=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" grouped ")[0].strip() for line in lines] == [
+        "train, fast layers",
+        "eval, K=100",
+    ]
+    assert all("per layer / grouped, paired: median" in line for line in lines)
 
 
 def _record(dataset, posterior, seed, epochs, k100, k1000=None, stopped=False):
