@@ -195,7 +195,7 @@ class VariationalFlow(nn.Module):
 
     Attributes:
         group_contexts: whether the CIF layers' ``r`` networks may prepare their contexts
-            together (see :meth:`_cif_contexts`; the default, True). Set it to False to have
+            together (see ``_cif_contexts``; the default, True). Set it to False to have
             each network handle the repeated observations itself: the same function, for
             comparisons.
     """

@@ -279,16 +279,12 @@ def _position_major(weight: Tensor) -> Tensor:
 
 
 class ImageContext(NamedTuple):
-    """What :meth:`FastImageRNet.group_context` prepares for one CIF layer's r-network.
-
-    Attributes:
-        image: the image's part of the hidden pre-activations, the convolution's bias
-            included, one row per observation (not per sample), ``(B, 196, 8)`` (position,
-            channel; a strided view into the parts of all layers).
-        unit_maps: the convolution of the upsampled unit 7x7 maps, ``(49, 196, 8)`` (a
-            strided view likewise).
-        samples: how many consecutive rows of ``w`` belong to each observation.
-    """
+    """What :meth:`FastImageRNet.group_context` prepares for one CIF layer's r-network:
+    ``image``, the image's part of the hidden pre-activations, the convolution's bias
+    included, one row per observation (not per sample), ``(B, 196, 8)`` (position, channel;
+    a strided view into the parts of all layers); ``unit_maps``, the convolution of the
+    upsampled unit 7x7 maps, ``(49, 196, 8)`` (a strided view likewise); ``samples``, how
+    many consecutive rows of ``w`` belong to each observation."""
 
     image: Tensor
     unit_maps: Tensor
