@@ -228,9 +228,9 @@ def _patches(x: Tensor) -> Tensor:
 
 def _image_patches(x: Tensor) -> Tensor:
     """``(N * 196, 16)``: the 4x4 stride-2 patches of ``x (N, 1, 28, 28)`` (zero padding 1),
-    position-major. The ten CIF layers of one forward pass get the same images, each time
-    through a fresh view (``reshape``), so the last result is reused while a tensor with the
-    same memory, layout and version counter comes back. The cache holds that tensor, so its
+    position-major. The encoder and the r-networks of one forward pass get the same images,
+    each time through a fresh view (``reshape``), so the last result is reused while a tensor
+    with the same memory, layout and version counter comes back. The cache holds that tensor, so its
     memory cannot be freed and reused by other data in the meantime; writing to it in place
     bumps the version and forces a recomputation."""
     if torch.compiler.is_compiling():  # one traced graph: the compiler shares the work
@@ -307,9 +307,9 @@ class FastImageRNet(ImageRNet):
     Called with the image as context, one layer computes its own image part. A
     :class:`~cifutils.families.VariationalFlow` whose CIF layers all have this network calls
     :meth:`group_context` instead, which computes the image parts and the maps ``M`` of all
-    layers in one matrix product each (ten products with 8 columns take several times as long
-    as one with 80), and the image parts once per image rather than once per sample: the ``K``
-    samples of an importance-weighted bound share them.
+    layers in one matrix product each (80 columns instead of ten products of 8), and the image
+    parts once per image rather than once per sample: the ``K`` samples of an importance-
+    weighted bound share them.
     """
 
     @staticmethod
