@@ -304,7 +304,7 @@ class FastImageRNet(ImageRNet):
     image's patches. Hidden units are kept position-major; the output layer's weight is
     permuted to match.
 
-    Called with the image as context, one layer computes its own image part. A
+    Called with the image rows as context, one layer computes its own image part. A
     :class:`~cifutils.families.VariationalFlow` whose CIF layers all have this network calls
     :meth:`group_context` instead, which computes the image parts and the maps ``M`` of all
     layers in one matrix product each (80 columns instead of ten products of 8), and the image
@@ -332,14 +332,9 @@ class FastImageRNet(ImageRNet):
     def forward(self, w: Tensor, context: Tensor | ImageContext | None = None) -> Tensor:
         if context is None:
             raise ValueError("ImageRNet needs the image x as context")
-        kernels = self.conv.weight.reshape(8, 2, 16)
-        if isinstance(context, ImageContext):
-            image, unit_maps, samples = context
-        else:
-            patches = _image_patches(context.reshape(-1, 1, 28, 28).to(w.dtype))
-            image = torch.addmm(self.conv.bias, patches, kernels[:, 1].T).view(-1, 196, 8)
-            unit_maps = _upsampled_patches(w.dtype, w.device) @ kernels[:, 0].T  # (49, 196, 8)
-            samples = 1
+        if not isinstance(context, ImageContext):  # the image rows, one per row of w
+            context = self.group_context([self], context, 1)[0]
+        image, unit_maps, samples = context
         unit_maps = unit_maps.reshape(49, -1)  # position-major (49, 1568)
         slope = self.embed.weight.T @ unit_maps  # (d, 1568)
         offset = self.embed.bias @ unit_maps  # (1568,)
