@@ -11,6 +11,11 @@ where ``g`` is any ordinary flow step and ``s, t`` are one small network of ``u`
 ``u`` is integrated out, ``q(z)`` has no closed form; auxiliary VI instead uses an
 inference density ``r(u | z)`` (optionally amortized on an observation ``x``).
 
+That is the slides' arrangement (``order="spline-first"``). The code behind the paper's
+experiments puts the indexed affine first, ``G(w; u) = g((w + t(u)) e^{s(u)})``
+(``order="affine-first"``); both are CIFs with the same parameters, and
+:class:`IndexedTransform` offers either.
+
 Parts are passed explicitly: :class:`IndexedTransform` is ``G``, and
 :class:`ConditionalDiagonalGaussian` gives both ``q(u | w)`` and ``r(u | z[, x])``.
 :func:`cif_layer` sizes them as in the paper.
@@ -41,6 +46,8 @@ __all__ = [
     "CIFStep",
     "cif_layer",
     "diagonal_normal_log_prob",
+    "ORDERS",
+    "check_order",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -139,42 +146,101 @@ class ConditionalDiagonalGaussian(nn.Module):
         return diagonal_normal_log_prob(u, mean, log_std)
 
 
+#: The two arrangements of a CIF layer's indexed bijection (see :class:`IndexedTransform`).
+ORDERS = ("spline-first", "affine-first")
+
+
+def check_order(order: str) -> str:
+    """``order`` if it is one of :data:`ORDERS`, else a ValueError naming it."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    return order
+
+
 class IndexedTransform(Transform):
-    """The indexed bijection ``G(w; u) = exp(s(u)) * g(w) + t(u)``.
+    """The indexed bijection ``G(w; u)``: a flow step ``g`` and a ``u``-indexed affine, in
+    one of two orders.
 
     ``u`` travels as nflows' ``context``. With ``(t, s) = st_net(u)``:
 
-    * forward: ``z = exp(s) * g(w) + t``, ``log|det dz/dw| = log|det g'(w)| + sum(s)``;
-    * inverse: ``w = g^{-1}((z - t) * exp(-s))`` with the negated log-determinant.
+    * ``order="spline-first"`` (the slides): ``G(w; u) = exp(s) * g(w) + t``;
+    * ``order="affine-first"`` (the authors' experiment code):
+      ``G(w; u) = g((w + t) * exp(s))``.
+
+    Either way ``log|det dG/dw| = log|det g'| + sum(s)``, and both are CIFs with the same
+    parameters. The auxiliary density ``r`` of a :class:`CIFLayer` is conditioned on the
+    *affine's output* ``v``: the layer output ``z`` itself when the affine comes last, and
+    ``v = (w + t) exp(s) = g^{-1}(z)`` when it comes first (as in the authors' code). Since
+    ``g`` is a bijection that does not depend on ``u``, conditioning on ``v`` or on ``z``
+    gives the same set of possible ``r``; ``v`` keeps the spline's inverse out of sampling.
+
+    The inverse splits accordingly into a ``u``-free part, :meth:`split_inverse`
+    (``z -> v``), and an indexed part, :meth:`indexed_inverse` (``v, u -> w``), so that an
+    importance sampler draws ``u ~ r(u | v)`` between the two and inverts the spline once
+    per point rather than once per ``u``.
 
     Args:
         flow: the ordinary flow step ``g`` (an nflows transform without context).
         st_net: module mapping ``u (N, d_u) -> (N, 2 * d)``: shift ``t`` then log-scale ``s``.
+        order: ``"spline-first"`` or ``"affine-first"``.
     """
 
-    def __init__(self, flow: Transform, st_net: nn.Module) -> None:
+    def __init__(self, flow: Transform, st_net: nn.Module, order: str = "spline-first") -> None:
         super().__init__()
         self.flow = flow
         self.st_net = st_net
+        self.order = check_order(order)
+
+    def extra_repr(self) -> str:
+        return f"order={self.order!r}"
 
     def shift_and_log_scale(self, u: Tensor) -> tuple[Tensor, Tensor]:
         """``t(u)`` and ``s(u)``, each ``(N, d)``."""
         shift, log_scale = self.st_net(u).chunk(2, dim=-1)
         return shift, log_scale
 
-    def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if context is None:
+    @staticmethod
+    def _require(u: Tensor | None) -> Tensor:
+        if u is None:
             raise ValueError("context (the index u) is required by an IndexedTransform")
-        y, logabsdet = self.flow(inputs)
-        shift, log_scale = self.shift_and_log_scale(context)
-        return y * torch.exp(log_scale) + shift, logabsdet + log_scale.sum(-1)
+        return u
+
+    def forward_parts(self, inputs: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``z = G(w; u)``, ``log|det dG/dw|`` and the affine's output ``v`` (on which ``r`` is
+        conditioned; ``v = z`` for ``"spline-first"``)."""
+        shift, log_scale = self.shift_and_log_scale(self._require(u))
+        if self.order == "spline-first":
+            y, logabsdet = self.flow(inputs)
+            z = y * torch.exp(log_scale) + shift
+            return z, logabsdet + log_scale.sum(-1), z
+        v = (inputs + shift) * torch.exp(log_scale)
+        z, logabsdet = self.flow(v)
+        return z, logabsdet + log_scale.sum(-1), v
+
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        z, logabsdet, _ = self.forward_parts(inputs, self._require(context))
+        return z, logabsdet
+
+    def split_inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """The part of ``G^{-1}`` that does not depend on ``u``: ``v`` and its
+        ``log|det dv/dz|`` (``z`` and 0 for ``"spline-first"``, ``g^{-1}(z)`` otherwise)."""
+        if self.order == "spline-first":
+            return z, z.new_zeros(z.shape[0])
+        return self.flow.inverse(z)
+
+    def indexed_inverse(self, v: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """The rest of ``G^{-1}``: ``w`` from ``v`` and ``u``, with ``log|det dw/dv|``."""
+        shift, log_scale = self.shift_and_log_scale(self._require(u))
+        if self.order == "spline-first":
+            w, logabsdet = self.flow.inverse((v - shift) * torch.exp(-log_scale))
+            return w, logabsdet - log_scale.sum(-1)
+        return v * torch.exp(-log_scale) - shift, -log_scale.sum(-1)
 
     def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if context is None:
-            raise ValueError("context (the index u) is required by an IndexedTransform")
-        shift, log_scale = self.shift_and_log_scale(context)
-        w, logabsdet = self.flow.inverse((inputs - shift) * torch.exp(-log_scale))
-        return w, logabsdet - log_scale.sum(-1)
+        u = self._require(context)
+        v, logabsdet_v = self.split_inverse(inputs)
+        w, logabsdet_w = self.indexed_inverse(v, u)
+        return w, logabsdet_v + logabsdet_w
 
 
 class FixedIndex(Transform):
@@ -211,8 +277,10 @@ class CIFStep:
         u: the index drawn from ``q(u | w)``, ``(N, d_u)``.
         z: the layer output ``w_l = G(w_{l-1}; u)``, ``(N, d)``.
         log_q_u: ``log q(u | w_{l-1})``, ``(N,)``.
-        log_r_u: ``log r(u | w_l[, x])``, ``(N,)``.
+        log_r_u: ``log r(u | v[, x])``, ``(N,)``.
         logabsdet: ``log|det dG/dw|``, ``(N,)``.
+        v: the point ``r`` is conditioned on, the output of the indexed affine (the same
+            tensor as ``z`` when the affine comes last), ``(N, d)``.
     """
 
     w: Tensor
@@ -221,21 +289,30 @@ class CIFStep:
     log_q_u: Tensor
     log_r_u: Tensor
     logabsdet: Tensor
+    v: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.v is None:
+            self.v = self.z
 
     @property
     def log_weight(self) -> Tensor:
         """This layer's term of the auxiliary log-density:
-        ``log q(u | w) - log|det dG/dw| - log r(u | z)``."""
+        ``log q(u | w) - log|det dG/dw| - log r(u | v)``."""
         return self.log_q_u - self.logabsdet - self.log_r_u
 
 
 class CIFLayer(nn.Module):
-    """One stochastic CIF layer: ``u ~ q(u | w)``, ``z = G(w; u)``, scored by ``r(u | z[, x])``.
+    """One stochastic CIF layer: ``u ~ q(u | w)``, ``z = G(w; u)``, scored by ``r(u | v[, x])``.
+
+    ``v`` is the output of the layer's indexed affine: ``z`` itself in the slides' order,
+    ``g^{-1}(z)`` when the affine comes first (see :class:`IndexedTransform`). Either way it
+    is a function of ``z`` alone, so ``r(u | v)`` is a conditional density of ``u`` given ``z``.
 
     Args:
         transform: the indexed bijection ``G`` (:class:`IndexedTransform`).
         q_u: ``q(u | w)``; its network is called as ``net(w)``.
-        r_u: ``r(u | z[, x])``; its network is called as ``net(z, context)`` where
+        r_u: ``r(u | v[, x])``; its network is called as ``net(v, context)`` where
             ``context`` is the observation ``x`` when amortized, else ``None``.
     """
 
@@ -259,21 +336,26 @@ class CIFLayer(nn.Module):
     def sample_forward(self, w: Tensor, context: Tensor | None = None) -> CIFStep:
         """Push ``w (N, d)`` through the layer with fresh ``u``; see :class:`CIFStep`."""
         u, log_q_u = self.q_u.rsample_and_log_prob(w)
-        z, logabsdet = self.transform(w, u)
-        log_r_u = self.r_u.log_prob(u, z, context)
-        return CIFStep(w=w, u=u, z=z, log_q_u=log_q_u, log_r_u=log_r_u, logabsdet=logabsdet)
+        z, logabsdet, v = self.transform.forward_parts(w, u)
+        log_r_u = self.r_u.log_prob(u, v, context)
+        return CIFStep(w=w, u=u, z=z, log_q_u=log_q_u, log_r_u=log_r_u, logabsdet=logabsdet, v=v)
+
+    def r_point(self, z: Tensor) -> Tensor:
+        """The point ``v`` that ``r`` is conditioned on, for layer outputs ``z (N, d)``."""
+        return self.transform.split_inverse(z)[0]
 
     def sample_inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Draw ``u ~ r(u | z[, x])`` and invert: returns ``w = G^{-1}(z; u)`` and the
-        importance log-weight ``log q(u | w) + log|det dG^{-1}/dz| - log r(u | z)``, ``(N,)``.
+        """Draw ``u ~ r(u | v[, x])`` and invert: returns ``w = G^{-1}(z; u)`` and the
+        importance log-weight ``log q(u | w) + log|det dG^{-1}/dz| - log r(u | v)``, ``(N,)``.
 
         With ``w`` distributed as the layer input, ``exp(log q(w) + weight)`` is an unbiased
         estimate of the layer's output density at ``z``.
         """
-        u, log_r_u = self.r_u.rsample_and_log_prob(z, context)
-        w, logabsdet_inv = self.transform.inverse(z, u)
+        v, logabsdet_v = self.transform.split_inverse(z)
+        u, log_r_u = self.r_u.rsample_and_log_prob(v, context)
+        w, logabsdet_w = self.transform.indexed_inverse(v, u)
         log_q_u = self.q_u.log_prob(u, w)
-        return w, log_q_u + logabsdet_inv - log_r_u
+        return w, log_q_u + logabsdet_v + logabsdet_w - log_r_u
 
 
 def cif_layer(
@@ -284,19 +366,24 @@ def cif_layer(
     context_features: int | None = None,
     r_net: nn.Module | None = None,
     activation: type[nn.Module] = nn.Tanh,
+    order: str = "spline-first",
 ) -> CIFLayer:
     """A CIF layer sized as in the paper: s/t, q and r each a tanh MLP (``hidden``).
 
     Args:
         dim: dimension ``d`` of ``w`` and ``z``.
-        flow: the flow step ``g`` inside ``G(w; u) = exp(s(u)) g(w) + t(u)``.
+        flow: the flow step ``g`` inside ``G(w; u) = exp(s(u)) g(w) + t(u)`` (or
+            ``g((w + t(u)) exp(s(u)))`` with ``order="affine-first"``).
         dim_u: dimension of the index ``u`` (1 in the mixture experiment, 2 in the VAEs).
         hidden: hidden widths of the three MLPs.
         context_features: if given, ``r(u | z, x)`` is amortized on a flat context of this
             size (concatenated to ``z``).
-        r_net: a custom network for ``r`` (called as ``r_net(z, x)``, returning
+        r_net: a custom network for ``r`` (called as ``r_net(v, x)``, returning
             ``(N, 2 * dim_u)``); overrides ``context_features``.
+        order: ``"spline-first"`` (the slides) or ``"affine-first"`` (the authors' code); see
+            :class:`IndexedTransform`.
     """
+    check_order(order)
     if dim_u < 1:
         raise ValueError(f"dim_u must be >= 1, got {dim_u}")
     st_net = MLP(dim_u, 2 * dim, hidden, activation=activation)
@@ -306,7 +393,7 @@ def cif_layer(
             dim, 2 * dim_u, hidden, context_features=context_features, activation=activation
         )
     return CIFLayer(
-        IndexedTransform(flow, st_net),
+        IndexedTransform(flow, st_net, order),
         ConditionalDiagonalGaussian(q_net, dim_u),
         ConditionalDiagonalGaussian(r_net, dim_u),
     )

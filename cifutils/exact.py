@@ -133,7 +133,7 @@ def u_grids_from_samples(
         if step.u.shape[1] != 1:
             raise ValueError("quadrature needs one-dimensional indices (dim_u = 1)")
         sd_q = layer.q_u.params(step.w)[1].exp().max()
-        sd_r = layer.r_u.params(step.z)[1].exp().max()
+        sd_r = layer.r_u.params(step.v)[1].exp().max()
         sd = torch.maximum(sd_q, sd_r).item()
         lo, hi = step.u.min().item() - margin * sd, step.u.max().item() + margin * sd
         grids.append(torch.linspace(lo, hi, num, dtype=torch.float64))
@@ -173,9 +173,10 @@ def log_joint(
             if isinstance(layer, CIFLayer):
                 k -= 1
                 u = uc[:, k : k + 1]
-                lr = lr + layer.r_u.log_prob(u, w)
-                w, ld = layer.transform.inverse(w, u)
-                lq = lq + ld + layer.q_u.log_prob(u, w)
+                v, ld_v = layer.transform.split_inverse(w)
+                lr = lr + layer.r_u.log_prob(u, v)
+                w, ld = layer.transform.indexed_inverse(v, u)
+                lq = lq + ld_v + ld + layer.q_u.log_prob(u, w)
             else:
                 w, ld = layer.inverse(w)
                 lq = lq + ld

@@ -34,10 +34,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .cif import CIFLayer, CIFStep, cif_layer, diagonal_normal_log_prob
+from .cif import CIFLayer, CIFStep, check_order, cif_layer, diagonal_normal_log_prob
 from .flows import (
+    ElementwiseAffine,
     LowerTriangularAffine,
     check_spline_args,
+    compose,
     interleave_permutations,
     rq_autoregressive_step,
     spline_flow,
@@ -53,6 +55,7 @@ __all__ = [
     "full_gaussian_family",
     "nsf_family",
     "cif_nsf_family",
+    "affine_nsf_family",
     "make_family",
     "FAMILIES",
 ]
@@ -378,22 +381,56 @@ def cif_nsf_family(
     cif_hidden: Sequence[int] = (10, 10),
     context_features: int | None = None,
     r_net_factory: Callable[[], nn.Module] | None = None,
+    order: str = "spline-first",
 ) -> VariationalFlow:
     """A CIF-NSF: as :func:`nsf_family`, each spline step ``g_l`` wrapped in a CIF layer
-    ``G_l(w; u_l) = exp(s_l(u_l)) g_l(w) + t_l(u_l)``.
+    ``G_l(w; u_l) = exp(s_l(u_l)) g_l(w) + t_l(u_l)`` (``order="spline-first"``, the
+    slides) or ``G_l(w; u_l) = g_l((w + t_l(u_l)) exp(s_l(u_l)))`` (``"affine-first"``,
+    the authors' experiment code).
 
     Args:
         dim_u: dimension of each ``u_l``.
         cif_hidden: hidden widths of the s/t, q and r networks.
-        context_features: amortize ``r(u | z, x)`` on a flat context of this size.
+        context_features: amortize ``r(u | v, x)`` on a flat context of this size.
         r_net_factory: builds a custom ``r`` network per layer (e.g. a conv net of an image).
+        order: where the indexed affine sits, see :class:`~cifutils.cif.IndexedTransform`.
     """
     check_spline_args(dim, hidden, bins, tail_bound, blocks, layers)
+    check_order(order)
 
     def make_step(i: int) -> CIFLayer:
         flow = rq_autoregressive_step(dim, hidden, bins, tail_bound, blocks)
         r_net = r_net_factory() if r_net_factory is not None else None
-        return cif_layer(dim, flow, dim_u, cif_hidden, context_features, r_net)
+        return cif_layer(dim, flow, dim_u, cif_hidden, context_features, r_net, order=order)
+
+    steps = interleave_permutations(dim, layers, make_step)
+    return VariationalFlow(_base(dim, sigma0, base), steps)
+
+
+def affine_nsf_family(
+    dim: int,
+    layers: int = 5,
+    hidden: int = 32,
+    bins: int = 8,
+    tail_bound: float = 3.0,
+    blocks: int = 2,
+    sigma0: float = 1.0,
+    base: nn.Module | None = None,
+    order: str = "affine-first",
+) -> VariationalFlow:
+    """The control for a CIF-NSF: an NSF whose every spline step has a learnable
+    elementwise affine (:class:`~cifutils.flows.ElementwiseAffine`) in the place of the CIF
+    layer's indexed affine, before the spline (``"affine-first"``) or after it
+    (``"spline-first"``). It keeps "an affine beside each spline" and removes the index
+    ``u``, so comparing it with the CIF-NSF of the same order isolates what the index adds.
+    """
+    check_spline_args(dim, hidden, bins, tail_bound, blocks, layers)
+    check_order(order)
+
+    def make_step(i: int) -> nn.Module:
+        spline = rq_autoregressive_step(dim, hidden, bins, tail_bound, blocks)
+        affine = ElementwiseAffine(dim)
+        return compose([affine, spline] if order == "affine-first" else [spline, affine])
 
     steps = interleave_permutations(dim, layers, make_step)
     return VariationalFlow(_base(dim, sigma0, base), steps)
@@ -405,12 +442,13 @@ FAMILIES: dict[str, Callable[..., VariationalFlow]] = {
     "full-gaussian": full_gaussian_family,
     "nsf": nsf_family,
     "cif-nsf": cif_nsf_family,
+    "affine-nsf": affine_nsf_family,
 }
 
 
 def make_family(kind: str, dim: int, **kwargs) -> VariationalFlow:
-    """Build a family by name: ``"gaussian"``, ``"full-gaussian"``, ``"nsf"`` or
-    ``"cif-nsf"``; ``kwargs`` go to the builder."""
+    """Build a family by name: ``"gaussian"``, ``"full-gaussian"``, ``"nsf"``,
+    ``"cif-nsf"`` or ``"affine-nsf"``; ``kwargs`` go to the builder."""
     if kind not in FAMILIES:
         raise ValueError(f"kind must be one of {sorted(FAMILIES)}, got {kind!r}")
     return FAMILIES[kind](dim, **kwargs)

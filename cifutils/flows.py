@@ -38,6 +38,7 @@ __all__ = [
     "compose",
     "interleave_permutations",
     "LowerTriangularAffine",
+    "ElementwiseAffine",
     "num_parameters",
 ]
 
@@ -265,6 +266,33 @@ class LowerTriangularAffine(Transform):
         centred = (inputs - self.shift).T
         outputs = torch.linalg.solve_triangular(self.matrix(), centred, upper=False).T
         return outputs, -self.log_diag.sum().expand(inputs.shape[0])
+
+
+class ElementwiseAffine(Transform):
+    """``z = w * exp(s) + t`` with learnable vectors ``s, t`` (identity at initialization).
+
+    ``log|det dz/dw| = sum(s)``. Beside a spline step it is the control for a CIF layer:
+    the same kind of affine map in the same place, but one map for all samples instead of
+    one per index ``u``.
+
+    Args:
+        dim: number of features ``d``.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        self.shift = torch.nn.Parameter(torch.zeros(dim))
+        self.log_scale = torch.nn.Parameter(torch.zeros(dim))
+
+    def forward(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = inputs * torch.exp(self.log_scale) + self.shift
+        return outputs, self.log_scale.sum().expand(inputs.shape[0])
+
+    def inverse(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = (inputs - self.shift) * torch.exp(-self.log_scale)
+        return outputs, -self.log_scale.sum().expand(inputs.shape[0])
 
 
 def num_parameters(module: torch.nn.Module) -> int:

@@ -910,7 +910,8 @@ def layer_posteriors(
             log_q_in = sub.marginal_log_prob(w_in)
         log_joint = (log_q_in + layer.q_u.log_prob(u, w_in) + logdet_inv).reshape(num_points, g)
         log_post = log_joint - torch.logsumexp(log_joint, dim=1, keepdim=True) - math.log(du)
-        log_r = layer.r_u.log_prob(u, w_out).reshape(num_points, g)
+        v_out = step.v.repeat_interleave(g, dim=0)
+        log_r = layer.r_u.log_prob(u, v_out).reshape(num_points, g)
         post = log_post.exp() * du
         kl = (post * (log_post - log_r)).sum(1)
         mean, se = mean_and_stderr(kl)

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from cifutils.cif import FixedIndex, cif_layer
+from cifutils.families import affine_nsf_family
 from cifutils.flows import (
+    ElementwiseAffine,
     LowerTriangularAffine,
     compose,
     permutation,
@@ -27,9 +29,13 @@ def _perturb(module: torch.nn.Module, scale: float = 0.3, seed: int = 0) -> torc
     return module
 
 
-def _fixed_cif_layer(dim: int):
-    layer = cif_layer(dim, rq_autoregressive_step(dim, hidden=8, bins=4), dim_u=2)
+def _fixed_cif_layer(dim: int, order: str = "spline-first"):
+    layer = cif_layer(dim, rq_autoregressive_step(dim, hidden=8, bins=4), dim_u=2, order=order)
     return FixedIndex(layer.transform, torch.tensor([0.7, -1.3]))
+
+
+def _affine_nsf(dim: int, order: str):
+    return compose(list(affine_nsf_family(dim, layers=2, hidden=8, bins=4, order=order).layers))
 
 
 #: name -> (dimension, builder)
@@ -49,6 +55,10 @@ TRANSFORMS = {
         lambda: compose(spline_flow(2, layers=2, hidden=8, bins=4, kind="coupling")),
     ),
     "cif-layer-at-fixed-u": (3, lambda: _fixed_cif_layer(3)),
+    "cif-layer-at-fixed-u-affine-first": (3, lambda: _fixed_cif_layer(3, "affine-first")),
+    "elementwise-affine": (3, lambda: ElementwiseAffine(3)),
+    "affine-nsf-affine-first": (3, lambda: _affine_nsf(3, "affine-first")),
+    "affine-nsf-spline-first": (3, lambda: _affine_nsf(3, "spline-first")),
 }
 
 
