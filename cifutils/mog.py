@@ -9,7 +9,7 @@ One *cell* is a (model, sigma_0, seed, budget) combination. :func:`run_cell` tra
 checkpoints (resumable, bit-for-bit on CPU), evaluates it with :func:`evaluate` and
 returns a JSON-ready result. The command line::
 
-    python -m cifutils.experiments mog --model cif-nsf --sigma0 1 --seed 0 --budget paper
+    python -m cifutils.experiments mog --model cif-nsf-af --sigma0 1 --seed 0 --budget paper
     python -m cifutils.experiments mog --all --budget book          # every cell, in order
     python -m cifutils.experiments mog --estimator --budget book    # the estimator study
 
@@ -81,8 +81,28 @@ __all__ = [
     "main",
 ]
 
-#: The two models of Figure 1, in the slides' row order (CIF on top).
-MODELS = ("cif-nsf", "nsf")
+#: Every model of the experiment by name: (family, where each layer's affine sits). The
+#: CIF-NSF in the slides' order (spline, then the ``u``-indexed affine) and in the order of
+#: the authors' experiment code (affine first), the control that keeps an affine before each
+#: spline but drops the index ``u``, and the NSF.
+VARIANTS: dict[str, tuple[str, str | None]] = {
+    "cif-nsf": ("cif-nsf", "spline-first"),
+    "cif-nsf-af": ("cif-nsf", "affine-first"),
+    "affine-nsf": ("affine-nsf", "affine-first"),
+    "nsf": ("nsf", None),
+}
+#: How the chapter names each model.
+LABELS = {
+    "cif-nsf": "CIF-NSF (spline first)",
+    "cif-nsf-af": "CIF-NSF (affine first)",
+    "affine-nsf": "NSF + affine (no u)",
+    "nsf": "NSF",
+}
+#: The two models of Figure 1, in the slides' row order (CIF on top): the CIF-NSF in the
+#: order that matches the slides' claim on this experiment (the ablation of chapter 5).
+MODELS = ("cif-nsf-af", "nsf")
+#: The models of the order ablation and its control, in table order.
+ABLATION = ("cif-nsf-af", "cif-nsf", "affine-nsf", "nsf")
 #: The base standard deviations of Figure 1, one column each.
 SIGMA0S = (0.1, 1.0, 10.0)
 
@@ -92,7 +112,8 @@ class MogConfig:
     """Everything that defines one run (stored in its JSON result).
 
     Attributes:
-        model: ``"nsf"`` or ``"cif-nsf"``.
+        model: a key of :data:`VARIANTS` (``"nsf"``, ``"cif-nsf"``, ``"cif-nsf-af"``,
+            ``"affine-nsf"``).
         sigma0: standard deviation of the fixed base ``N(0, sigma0^2 I)``.
         seed: the run's seed.
         budget: name of the budget the sizes came from.
@@ -104,6 +125,9 @@ class MogConfig:
         iw_k: samples per importance-sampled ``log Z`` estimate (paper: 100).
         stored_samples: samples kept in the JSON for the figure (0 for none).
         target: target name (``"mog9"``).
+        order: where the model's per-layer affine sits (``"spline-first"``,
+            ``"affine-first"``; None for the NSF), set from :data:`VARIANTS`. Results written
+            before this field existed are all of the slides' order (``"cif-nsf"``).
     """
 
     model: str
@@ -120,6 +144,12 @@ class MogConfig:
     iw_k: int = 100
     stored_samples: int = 5_000
     target: str = "mog9"
+    order: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.model not in VARIANTS:
+            raise ValueError(f"model must be one of {tuple(VARIANTS)}, got {self.model!r}")
+        self.order = VARIANTS[self.model][1]
 
     @classmethod
     def from_budget(
@@ -157,11 +187,14 @@ def result_path(budget: str, model: str, sigma0: float, seed: int) -> str:
 
 
 def build_model(model: str, sigma0: float) -> VariationalFlow:
-    """NSF or CIF-NSF sized as in the paper (5 layers, hidden 32, 8 bins, tail bound 3;
-    CIF: ``dim u = 1``, tanh ``[10, 10]`` nets) on a fixed ``N(0, sigma0^2 I)`` base."""
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    return make_family(model, 2, sigma0=float(sigma0))
+    """A model of :data:`VARIANTS` sized as in the paper (5 layers, hidden 32, 8 bins, tail
+    bound 3; CIF: ``dim u = 1``, tanh ``[10, 10]`` nets) on a fixed ``N(0, sigma0^2 I)``
+    base."""
+    if model not in VARIANTS:
+        raise ValueError(f"model must be one of {tuple(VARIANTS)}, got {model!r}")
+    family, order = VARIANTS[model]
+    kwargs = {} if order is None else {"order": order}
+    return make_family(family, 2, sigma0=float(sigma0), **kwargs)
 
 
 def coverage(target: GaussianMixture, z: Tensor) -> tuple[list[float], float]:
@@ -394,12 +427,16 @@ def load_cell(
 
 
 def committed_results(
-    source: str, seeds: Sequence[int] | None = None, fetch: bool | None = None
+    source: str,
+    seeds: Sequence[int] | None = None,
+    fetch: bool | None = None,
+    models: Sequence[str] = MODELS,
 ) -> dict[tuple[str, float, int], dict[str, Any]]:
     """The committed results of budget ``source`` under ``results/mog/<source>/``:
-    ``(model, sigma0, seed) -> result`` for every cell found (seeds ``0 .. mog_seeds - 1``
-    unless ``seeds`` is given). Nothing is trained; missing cells are simply absent.
-    ``fetch`` (default: only outside a checkout, e.g. on Colab) also tries the repository."""
+    ``(model, sigma0, seed) -> result`` for every cell of ``models`` found (seeds
+    ``0 .. mog_seeds - 1`` unless ``seeds`` is given). Nothing is trained; missing cells are
+    simply absent. ``fetch`` (default: only outside a checkout, e.g. on Colab) also tries
+    the repository."""
     from .results import load_result
 
     if fetch is None:
@@ -407,7 +444,7 @@ def committed_results(
     seeds = range(get_budget(source).mog_seeds) if seeds is None else seeds
     found = {}
     for seed in seeds:
-        for m in MODELS:
+        for m in models:
             for s in SIGMA0S:
                 r = load_result(result_path(source, m, s, seed), fetch=fetch)
                 if r is not None:
@@ -499,23 +536,27 @@ def _present(results: dict, model: str, sigma0: float) -> bool:
 
 
 def compare_models(
-    results: dict[tuple[str, float, int], dict[str, Any]], z: float = 2.0
+    results: dict[tuple[str, float, int], dict[str, Any]],
+    z: float = 2.0,
+    models: tuple[str, str] = MODELS,
 ) -> dict[float, dict[str, Any]]:
-    """Per ``sigma_0`` with runs of both models: the mean ELBO of each model, the
-    difference CIF-NSF minus NSF with its standard error, and the verdict ``"cif-nsf"``,
-    ``"nsf"`` or ``"tie"`` (a difference within ``z`` standard errors). The standard error
-    is across seeds when every model has several, else the Monte Carlo error of single runs
-    (which ignores seed-to-seed variation: one seed decides about that run, not the method).
+    """Per ``sigma_0`` with runs of both ``models`` (default: Figure 1's CIF-NSF and NSF):
+    the mean ELBO of each, the difference first minus second with its standard error, and
+    the verdict (the name of the higher model, or ``"tie"`` for a difference within ``z``
+    standard errors). The standard error is across seeds when every model has several,
+    else the Monte Carlo error of single runs (which ignores seed-to-seed variation: one
+    seed decides about that run, not the method).
     """
     out = {}
+    first, second = models
     for s in SIGMA0S:
-        if not all(_present(results, m, s) for m in MODELS):
+        if not all(_present(results, m, s) for m in models):
             continue
-        (a, ea, na), (b, eb, nb) = (_mean_and_error(results, m, s) for m in MODELS)
+        (a, ea, na), (b, eb, nb) = (_mean_and_error(results, m, s) for m in models)
         diff, se = a - b, math.hypot(ea, eb)
-        verdict = "tie" if abs(diff) <= z * se else ("cif-nsf" if diff > 0 else "nsf")
+        verdict = "tie" if abs(diff) <= z * se else (first if diff > 0 else second)
         out[s] = {
-            "elbo": {"cif-nsf": a, "nsf": b},
+            "elbo": {first: a, second: b},
             "diff": diff,
             "se": se,
             "seeds": min(na, nb),
@@ -546,17 +587,17 @@ def check_claims(
 
     return {
         "CIF-NSF covers all 9 modes at every sigma_0, every run": all(
-            (_values(results, "cif-nsf", s, "modes_covered") == 9).all() for s in SIGMA0S
+            (_values(results, MODELS[0], s, "modes_covered") == 9).all() for s in SIGMA0S
         )
         if complete
         else None,
         "CIF-NSF's ELBO varies less over sigma_0 than NSF's": (
-            spread("cif-nsf") < spread("nsf") if complete else None
+            spread(MODELS[0]) < spread("nsf") if complete else None
         ),
         "NSF's ELBO is significantly lower at sigma_0 = 0.1 than at 1": nsf_lower(0.1),
         "NSF's ELBO is significantly lower at sigma_0 = 10 than at 1": nsf_lower(10.0),
         "CIF-NSF's ELBO is significantly above NSF's at every sigma_0": (
-            all(c["verdict"] == "cif-nsf" for c in cmp.values()) if complete else None
+            all(c["verdict"] == MODELS[0] for c in cmp.values()) if complete else None
         ),
         "CIF-NSF's ELBO is significantly below NSF's at no sigma_0": (
             all(c["verdict"] != "nsf" for c in cmp.values()) if complete else None
@@ -570,7 +611,7 @@ def findings(
     """One entry per ``sigma_0`` saying, from ``results``, which model has the higher ELBO
     (or a tie), how many modes each covers (per seed) and what share of its samples lies
     far (over 4 standard deviations) from every mode; wrapped at ``width`` characters."""
-    names = {"cif-nsf": "CIF-NSF", "nsf": "NSF"}
+    names = {MODELS[0]: "CIF-NSF", "nsf": "NSF"}
     lines = []
     cmp = compare_models(results)
     for s in SIGMA0S:
@@ -607,7 +648,8 @@ def summary_table(
     import pandas as pd
 
     rows = []
-    keys = sorted({(m, s) for m, s, _ in results}, key=lambda k: (k[1], MODELS.index(k[0])))
+    order = list(VARIANTS)
+    keys = sorted({(m, s) for m, s, _ in results}, key=lambda k: (k[1], order.index(k[0])))
     for m, s in keys:
         runs = [r["metrics"] for (mm, ss, _), r in sorted(results.items()) if (mm, ss) == (m, s)]
 
@@ -622,7 +664,7 @@ def summary_table(
         rows.append(
             {
                 "sigma_0": f"{s:g}",
-                "model": "CIF-NSF" if m == "cif-nsf" else "NSF",
+                "model": LABELS[m],
                 "seeds": len(runs),
                 "ELBO (aux. for CIF)": fmt("elbo"),
                 "marginal ELBO": fmt("marginal_elbo"),
@@ -933,7 +975,21 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         prog="python -m cifutils.experiments mog",
         description="VI on the 9-component Gaussian mixture: NSF vs CIF-NSF (Figure 1).",
     )
-    p.add_argument("--model", choices=MODELS, default="cif-nsf")
+    p.add_argument(
+        "--model",
+        choices=tuple(VARIANTS),
+        default=MODELS[0],
+        help="cif-nsf-af: CIF-NSF with the indexed affine before each spline (the authors' "
+        "code; the default); cif-nsf: the slides' order, spline then affine; affine-nsf: the "
+        "control, an NSF with a learnable affine before each spline and no index u",
+    )
+    p.add_argument(
+        "--models",
+        choices=tuple(VARIANTS),
+        nargs="+",
+        default=None,
+        help=f"with --all: these models (default: Figure 1's {' and '.join(MODELS)})",
+    )
     p.add_argument("--sigma0", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", default=None, help="smoke, book or paper ($CIFUTILS_BUDGET)")
@@ -1061,14 +1117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget = get_budget(args.budget)
     if args.all:
         for seed in args.seeds if args.seeds is not None else range(budget.mog_seeds):
-            for model in MODELS:
+            for model in args.models or MODELS:
                 for sigma0 in SIGMA0S:
                     _run_one(args, model, sigma0, seed, root)
         return 0
     rc, family = _run_one(args, args.model, args.sigma0, args.seed, root)
     if args.estimator:
         if family is None or not family.is_cif:
-            print("the estimator study needs a finished cif-nsf cell")
+            print("the estimator study needs a finished CIF cell (cif-nsf or cif-nsf-af)")
             return 2
         ns = [n for n in (1, 10, 100, 1_000, 10_000) if n <= budget.mog_estimator_max_n]
         device = torch.device(args.device)
