@@ -73,6 +73,9 @@ __all__ = [
     "check_claims",
     "findings",
     "summary_table",
+    "first_spline_inside",
+    "order_findings",
+    "spline_inside",
     "side_by_side",
     "encode_samples",
     "decode_samples",
@@ -225,6 +228,39 @@ def downsample_curve(
     }
 
 
+def _spline_steps(family: VariationalFlow) -> list[torch.nn.Module]:
+    """The autoregressive spline modules of ``family`` in the order samples meet them."""
+    from nflows.transforms.autoregressive import (
+        MaskedPiecewiseRationalQuadraticAutoregressiveTransform as Spline,
+    )
+
+    return [m for m in family.modules() if isinstance(m, Spline)]
+
+
+@torch.no_grad()
+def spline_inside(family: VariationalFlow, num_samples: int) -> list[float]:
+    """For each spline layer, in order, the share of ``num_samples`` fresh samples whose
+    input to that spline lies inside its active square ``[-B, B]^d`` (``B`` the tail bound;
+    outside it, in any coordinate, the spline is the identity there). For the slides' order
+    the first layer's input is the base sample itself; with the affine first it is the
+    affine's output. Draws from the global RNG."""
+    shares: list[float] = []
+    handles = [
+        step.register_forward_pre_hook(
+            lambda mod, args: shares.append(
+                float((args[0].abs() <= mod.tail_bound).all(-1).double().mean())
+            )
+        )
+        for step in _spline_steps(family)
+    ]
+    try:
+        family.sample_and_log_prob(num_samples)
+    finally:
+        for h in handles:
+            h.remove()
+    return [round(x, 5) for x in shares]
+
+
 @torch.no_grad()
 def evaluate(family: VariationalFlow, target: GaussianMixture, config: MogConfig) -> dict[str, Any]:
     """The metrics of one trained run.
@@ -239,6 +275,9 @@ def evaluate(family: VariationalFlow, target: GaussianMixture, config: MogConfig
       are the auxiliary ones for CIFs: their mean is still exactly ``Z``); ``log_z_all``
       uses all ``eval_samples`` at once. Both should approach ``log Z = 0``;
     * ``coverage`` (9 fractions) and ``coverage_kl`` (KL from uniform).
+
+    :func:`run_cell` adds ``spline_inside`` (:func:`spline_inside`) after drawing the stored
+    samples, so that neither these metrics nor the samples depend on it.
     """
     family.eval()
     z, log_q = family.sample_and_log_prob(config.eval_samples)
@@ -385,6 +424,7 @@ def run_cell(
         return None, family
     metrics = evaluate(family, target, config)
     samples = family.sample(config.stored_samples) if config.stored_samples else None
+    metrics["spline_inside"] = spline_inside(family, config.eval_samples)
     result = {
         "experiment": "mog",
         "budget": config.budget,
@@ -643,12 +683,14 @@ def summary_table(
     results: dict[tuple[str, float, int], dict[str, Any]], columns: Sequence[str] | None = None
 ):
     """A pandas table over ``sigma_0`` x model: mean +- std over seeds of the ELBO, the
-    marginal ELBO, the ``log Z`` estimate, the modes covered, the coverage KL and the
-    share of samples far from every mode (only ``columns`` of them when given)."""
+    marginal ELBO, the ``log Z`` estimate, the modes covered (one figure per seed), the
+    coverage KL, the share of samples far from every mode, and the share of inputs of the
+    first spline inside its active square (:func:`first_spline_inside`) (only ``columns``
+    of them when given)."""
     import pandas as pd
 
     rows = []
-    order = list(VARIANTS)
+    order = list(ABLATION)
     keys = sorted({(m, s) for m, s, _ in results}, key=lambda k: (k[1], order.index(k[0])))
     for m, s in keys:
         runs = [r["metrics"] for (mm, ss, _), r in sorted(results.items()) if (mm, ss) == (m, s)]
@@ -661,6 +703,7 @@ def summary_table(
                 return f"{v[0]:.{0 if key == 'modes_covered' else digits}f}"
             return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
+        inside = first_spline_inside(m, s, runs)
         rows.append(
             {
                 "sigma_0": f"{s:g}",
@@ -669,13 +712,53 @@ def summary_table(
                 "ELBO (aux. for CIF)": fmt("elbo"),
                 "marginal ELBO": fmt("marginal_elbo"),
                 "log Z estimate (K=100)": fmt("log_z_iw"),
-                "modes covered": fmt("modes_covered", 1),
+                "modes covered": "/".join(str(r.get("modes_covered", "?")) for r in runs),
                 "coverage KL": fmt("coverage_kl"),
                 "far from all modes": fmt("far_fraction"),
+                "1st spline input in [-3, 3]²": "n/a" if inside is None else f"{inside:.3f}",
             }
         )
     table = pd.DataFrame(rows).set_index(["sigma_0", "model"])
     return table if columns is None else table[list(columns)]
+
+
+def first_spline_inside(model: str, sigma0: float, runs: Sequence[dict]) -> float | None:
+    """The share of samples whose input to the first spline layer lies inside its active
+    square ``[-3, 3]^2``, averaged over ``runs`` (their ``metrics``): measured
+    (``spline_inside``) where the runs recorded it; exact where the first spline reads the
+    base sample itself (the NSF and the slides' order), ``P(|N(0, sigma0^2)| <= 3)^2``;
+    else None."""
+    measured = [r["spline_inside"][0] for r in runs if "spline_inside" in r]
+    if measured and len(measured) == len(runs):
+        return float(np.mean(measured))
+    if VARIANTS[model][1] in (None, "spline-first"):
+        return math.erf(3.0 / (sigma0 * math.sqrt(2.0))) ** 2
+    return None
+
+
+def order_findings(
+    results: dict[tuple[str, float, int], dict[str, Any]], width: int | None = 70
+) -> list[str]:
+    """The order ablation, one entry per ``sigma_0``: the affine-first CIF-NSF against the
+    slides' order and against the control without ``u`` (:func:`compare_models` on each
+    pair: mean ELBOs, the difference and its verdict); wrapped at ``width`` characters."""
+    lines = []
+    for s in SIGMA0S:
+        parts = []
+        for pair in (("cif-nsf-af", "cif-nsf"), ("cif-nsf-af", "affine-nsf")):
+            c = compare_models(results, models=pair).get(s)
+            if c is None:
+                missing = [LABELS[m] for m in pair if not _present(results, m, s)]
+                parts.append(f"no run of {' or '.join(missing)}")
+                continue
+            verdict = "tie" if c["verdict"] == "tie" else f"{LABELS[c['verdict']]} higher"
+            parts.append(
+                f"{LABELS[pair[0]]} {c['elbo'][pair[0]]:.3f} vs {LABELS[pair[1]]} "
+                f"{c['elbo'][pair[1]]:.3f}: {verdict} (difference {c['diff']:+.3f}, "
+                f"se {c['se']:.3f}, {c['seeds']} seed{'s' if c['seeds'] > 1 else ''})"
+            )
+        lines.append(_wrap(f"sigma_0 = {s:g}: " + "; ".join(parts), width))
+    return lines
 
 
 def side_by_side(

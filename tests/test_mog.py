@@ -436,3 +436,30 @@ def test_chapter2_learning_rate_script_runs(capsys, monkeypatch):
     )
     assert [r[0] for r in rows] == ["0", "1"]
     assert all(0.0 <= float(r[2]) <= 1 / 9 for r in rows)
+
+
+def test_spline_inside_reads_the_first_splines_input():
+    """The first spline of the NSF reads the base sample: from sigma_0 = 10 the share inside
+    [-3, 3]^2 is P(|N(0, 100)| <= 3)^2 = 0.056 (binomial error); a CIF with the affine first
+    reads the affine's output instead, so its share differs at initialization."""
+    torch.manual_seed(0)
+    n = 20_000
+    nsf = mog.spline_inside(mog.build_model("nsf", 10.0), n)
+    exact = mog.first_spline_inside("nsf", 10.0, [{}])
+    assert exact == pytest.approx(0.0556, abs=1e-4) and len(nsf) == 5
+    assert abs(nsf[0] - exact) < 5 * math.sqrt(exact * (1 - exact) / n)
+    af = mog.spline_inside(mog.build_model("cif-nsf-af", 10.0), n)
+    assert abs(af[0] - exact) > 0.01
+    # Measured values win over the formula; no formula for the affine-first order.
+    assert mog.first_spline_inside("nsf", 10.0, [{"spline_inside": [0.5]}]) == 0.5
+    assert mog.first_spline_inside("cif-nsf-af", 10.0, [{}]) is None
+
+
+def test_order_findings_compare_the_pairs():
+    elbos = {(m, s): [-0.1] for m in mog.ABLATION for s in mog.SIGMA0S}
+    elbos[("cif-nsf", 10.0)] = [-0.9]
+    del elbos[("affine-nsf", 0.1)]
+    lines = mog.order_findings(fake_results(elbos), width=None)
+    assert "no run of NSF + affine (no u)" in lines[0]
+    assert "CIF-NSF (affine first) higher" in lines[2] and "difference +0.800" in lines[2]
+    assert "tie" in lines[1]
