@@ -12,10 +12,11 @@ NSF, the CIF-NSF in either order, the control), evaluate the (auxiliary) ELBO ag
 Each repeat times every model in turn over ``--steps`` steps (after a warm-up), so the
 models are measured side by side and drift of a shared machine hits them alike; the
 median over ``--repeats`` is printed with the min and max, the implied time of one paper
-run, and the median of the per-repeat ratio to the first model. ``nflows`` rows use nflows' spline layers (what the
-experiment uses); ``fast`` rows swap in :mod:`cifutils.fast` layers (same weights, same
-function), for comparison. Also times the float64 marginal-ELBO evaluation (1,000 points,
-M = 100 u-samples). The machine may be shared: say so when quoting the figures.
+run, and the median of the per-repeat ratio to the first model. ``nflows`` rows use
+nflows' spline layers (what the experiment uses); ``fast`` rows swap in
+:mod:`cifutils.fast` layers (same weights, same function), for comparison. Also times the
+float64 marginal-ELBO evaluation (1,000 points, M = 100 u-samples). The machine may be
+shared: say so when quoting the figures.
 """
 
 from __future__ import annotations
