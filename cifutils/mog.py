@@ -201,9 +201,9 @@ def build_model(model: str, sigma0: float) -> VariationalFlow:
 
 
 def coverage(target: GaussianMixture, z: Tensor) -> tuple[list[float], float]:
-    """Fraction of samples nearest each mixture component, and its KL from uniform,
-    ``KL(c || 1/C) = sum_i c_i log(C c_i)`` (0 for perfect coverage, ``log C`` when all
-    samples sit in one component)."""
+    """Fraction of samples nearest each mixture component, and the KL divergence from these
+    fractions to the uniform distribution, ``KL(c || 1/C) = sum_i c_i log(C c_i)`` (0 for
+    perfect coverage, ``log C`` when all samples sit in one component)."""
     idx = target.nearest_component(z)
     counts = torch.bincount(idx, minlength=target.num_components).double()
     frac = counts / counts.sum()
@@ -274,7 +274,7 @@ def evaluate(family: VariationalFlow, target: GaussianMixture, config: MogConfig
       ``log (1/K) sum_k p(z_k) / q(z_k)`` averaged over groups of ``K = iw_k`` (the weights
       are the auxiliary ones for CIFs: their mean is still exactly ``Z``); ``log_z_all``
       uses all ``eval_samples`` at once. Both should approach ``log Z = 0``;
-    * ``coverage`` (9 fractions) and ``coverage_kl`` (KL from uniform).
+    * ``coverage`` (9 fractions) and ``coverage_kl`` (``KL(c || 1/C)``).
 
     :func:`run_cell` adds ``spline_inside`` (:func:`spline_inside`) after drawing the stored
     samples, so that neither these metrics nor the samples depend on it.
