@@ -75,6 +75,7 @@ __all__ = [
     "summary_table",
     "first_spline_inside",
     "order_findings",
+    "ablation_values",
     "spline_inside",
     "side_by_side",
     "encode_samples",
@@ -734,6 +735,23 @@ def first_spline_inside(model: str, sigma0: float, runs: Sequence[dict]) -> floa
     if VARIANTS[model][1] in (None, "spline-first"):
         return math.erf(3.0 / (sigma0 * math.sqrt(2.0))) ** 2
     return None
+
+
+def ablation_values(
+    results: dict[tuple[str, float, int], dict[str, Any]], models: Sequence[str] = ABLATION
+) -> tuple[dict, dict]:
+    """What :func:`~cifutils.plotting.plot_order_ablation` draws: ``(model, sigma0) ->``
+    the ELBO of every seed found, and ``-> `` the first spline's share inside its square
+    (:func:`first_spline_inside`; None where unknown)."""
+    elbos, inside = {}, {}
+    for m in models:
+        for s in SIGMA0S:
+            runs = [
+                r["metrics"] for (mm, ss, _), r in sorted(results.items()) if (mm, ss) == (m, s)
+            ]
+            elbos[m, s] = [r["elbo"] for r in runs]
+            inside[m, s] = first_spline_inside(m, s, runs) if runs else None
+    return elbos, inside
 
 
 def order_findings(
