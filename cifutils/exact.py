@@ -35,10 +35,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from nflows.transforms.standard import IdentityTransform
+from torch import Tensor, nn
 
-from .cif import CIFLayer
-from .families import VariationalFlow
+from .cif import CIFLayer, ConditionalDiagonalGaussian, IndexedTransform
+from .families import GaussianBase, VariationalFlow
 
 __all__ = [
     "TwoGaussians1D",
@@ -53,6 +54,8 @@ __all__ = [
     "ExactSummary",
     "exact_summary",
     "path_logabsdet",
+    "routing_cif",
+    "log_slopes",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -312,3 +315,54 @@ def path_logabsdet(family: VariationalFlow, num_samples: int) -> tuple[Tensor, T
             w, ld = layer(w)
             total = total + ld
     return out.z, total
+
+
+class _TanhShift(nn.Module):
+    """``u -> (t, s) = (m tanh(k u), 0)``: a shift that saturates at ``+-m``, no scaling."""
+
+    def __init__(self, shift: float, sharpness: float) -> None:
+        super().__init__()
+        self.shift, self.sharpness = shift, sharpness
+
+    def forward(self, u: Tensor) -> Tensor:
+        t = self.shift * torch.tanh(self.sharpness * u)
+        return torch.cat([t, torch.zeros_like(t)], dim=-1)
+
+
+class _StandardNormalNet(nn.Module):
+    """The network of a ``N(0, 1)`` that ignores its input: mean 0 and log-std 0."""
+
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
+        return inputs.new_zeros(inputs.shape[0], 2)
+
+
+def routing_cif(scale: float = 0.3, shift: float = 2.0, sharpness: float = 5.0) -> VariationalFlow:
+    """A hand-built one-layer 1-D CIF that routes samples by its index: base
+    ``N(0, scale^2)``, ``q(u | w) = N(0, 1)`` (independent of ``w``),
+    ``G(w; u) = w + shift * tanh(sharpness * u)`` (slope 1 for every ``u``) and
+    ``r(u | z) = N(0, 1)``. Its marginal tends to ``N(-shift, scale^2) / 2 + N(shift,
+    scale^2) / 2`` as ``sharpness`` grows (the book's exercise ch3-ex2): two modes with an
+    almost empty gap, without any slope other than 1. No parameters are trained."""
+    for name, value in (("scale", scale), ("shift", shift), ("sharpness", sharpness)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    layer = CIFLayer(
+        IndexedTransform(IdentityTransform(), _TanhShift(shift, sharpness)),
+        ConditionalDiagonalGaussian(_StandardNormalNet(), 1),
+        ConditionalDiagonalGaussian(_StandardNormalNet(), 1),
+    )
+    family = VariationalFlow(GaussianBase(1, 0.0, scale), [layer])
+    return family.requires_grad_(False)
+
+
+@torch.no_grad()
+def log_slopes(family: VariationalFlow, w: Tensor, us: Sequence[float]) -> Tensor:
+    """``log |dG(w; u) / dw|`` of a one-layer 1-D CIF on a grid: one row per index in ``us``,
+    one column per point of ``w (n, 1)``. Unlike slopes along sampled paths, a grid also
+    visits the steep parts where few samples land."""
+    layer = cif_layers(family)[0]
+    rows = []
+    for u in us:
+        index = torch.full((w.shape[0], 1), float(u), dtype=w.dtype)
+        rows.append(layer.transform(w, index)[1])
+    return torch.stack(rows)
