@@ -305,6 +305,24 @@ def test_table1_gaussian_trains_side_by_side_unclipped(tmp_path, monkeypatch):
     assert states[cfg.name]["epoch"] == 1
 
 
+def _bench_table1():
+    import importlib.util
+
+    path = ROOT / "benchmarks" / "bench_vae_table1.py"
+    spec = importlib.util.spec_from_file_location("bench_vae_table1", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_decoder_flops_of_the_benchmark_match_the_reference():
+    """REFERENCE.md: about 24 M multiply-adds per image forward, about 14 GFLOP per training
+    step of 100 images forward and backward (backward about twice the forward)."""
+    forward, both = _bench_table1().decoder_flops(100)
+    assert abs(forward / 2 / 100 / 24e6 - 1) < 0.02
+    assert abs(both / 14e9 - 1) < 0.05 and 2.9 < both / forward < 3.1
+
+
 def test_sweep_lists_every_run_once():
     lines = sweep_commands("paper")
     assert len(lines) == 2 * 4 * 3  # datasets x posteriors (with nsf-32) x seeds
