@@ -12,6 +12,7 @@ Two architectures (:data:`ARCHITECTURES`, REFERENCE.md, Experiment 2):
   the residual :class:`ResDecoder` (842,641 parameters), flows in the authors' layout (a
   random permutation and an LU-linear layer around every spline step, CIF layers with the
   indexed affine before the spline).
+
 The posterior ``q(z | x)`` is a :class:`~cifutils.families.VariationalFlow` whose base is the
 amortized Gaussian ``q0(w0 | x)`` given by a small convolutional encoder; an NSF or a CIF-NSF
 then transforms ``w0``. The CIF-NSF's auxiliary inference density ``r(u | w, x)`` sees both
@@ -74,7 +75,7 @@ POSTERIORS = ("gaussian", "nsf", "cif-nsf")
 #: which the authors also ran.
 ALL_POSTERIORS = ("gaussian", "nsf", "nsf-32", "cif-nsf")
 
-#: The model architectures: the small CPU edition and the Table-1 configuration.
+#: The model architectures, the small CPU edition and the Table-1 configuration.
 ARCHITECTURES = ("small", "table1")
 
 #: Latent dimension of each architecture.
@@ -88,7 +89,7 @@ PAPER_SIZES: dict[str, dict] = {
     "cif-nsf": {"layers": 10, "hidden": 32, "dim_u": 2},
 }
 
-#: Flow sizes and layout of the Table-1 VAE: the authors' stack (random permutations and
+#: Flow sizes and layout of the Table-1 VAE, the authors' stack (random permutations and
 #: LU-linear layers around each spline step; the CIF's affine before the spline).
 TABLE1_SIZES: dict[str, dict] = {
     "gaussian": {},

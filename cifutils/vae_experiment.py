@@ -217,8 +217,9 @@ _LEGACY = {"arch": "small"}
 
 
 def stored_setting(config: dict, key: str):
-    """Setting ``key`` of a stored run configuration, with :data:`_LEGACY` for settings that
-    older checkpoints and results lack (a run saved before ``arch`` existed is small)."""
+    """Setting ``key`` of a stored run configuration; for a setting that older checkpoints
+    and results lack, the value it had before it existed (a run saved before ``arch``
+    existed is small)."""
     return config.get(key, _LEGACY.get(key))
 
 
