@@ -403,3 +403,23 @@ def test_sweep_commands_run_under_gnu_parallel(tmp_path):
     lines = _two_smoke_lines(tmp_path)
     subprocess.run(["parallel", "-j", "2"], input="\n".join(lines), text=True, cwd=ROOT, check=True)
     assert len(list((tmp_path / "out").glob("*.json"))) == 2
+
+
+def test_params_command_prints_every_part(capsys):
+    from cifutils.experiments import main
+
+    assert main(["params", "--arch", "table1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "arch",
+        "posterior",
+        "encoder",
+        "decoder",
+        "flow",
+        "cif_st",
+        "cif_q",
+        "cif_r",
+        "total",
+    ]
+    rows = {tuple(line.split()[:2]): line.split()[-1] for line in lines[1:]}
+    assert rows == {("table1", k): f"{v:,d}" for k, v in REFERENCE_TOTALS.items()}
