@@ -5,9 +5,11 @@ Usage::
     python -m cifutils.experiments mog --help
     python -m cifutils.experiments vae --help
     python -m cifutils.experiments vae-many --help
+    python -m cifutils.experiments sweep --help
+    python -m cifutils.experiments params
 
-Each subcommand lives in its own module (:mod:`cifutils.mog`, :mod:`cifutils.vae`), which
-defines ``main(argv)``; this module only dispatches.
+Each subcommand lives in its own module (:mod:`cifutils.mog`, :mod:`cifutils.vae`, ...),
+which defines ``main(argv)``; this module only dispatches.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ import sys
 __all__ = ["main", "COMMANDS"]
 
 #: Subcommand name -> module defining ``main(argv: list[str]) -> int``.
-COMMANDS = {"mog": "cifutils.mog", "vae": "cifutils.vae", "vae-many": "cifutils.vae_multi"}
+COMMANDS = {
+    "mog": "cifutils.mog",
+    "vae": "cifutils.vae",
+    "vae-many": "cifutils.vae_multi",
+    "sweep": "cifutils.vae_sweep",
+    "params": "cifutils.vae_params",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

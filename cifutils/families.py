@@ -41,8 +41,8 @@ from .flows import (
     check_spline_args,
     compose,
     interleave_permutations,
+    lu_permutation_stack,
     rq_autoregressive_step,
-    spline_flow,
 )
 from .objectives import logmeanexp
 
@@ -361,11 +361,32 @@ def nsf_family(
     blocks: int = 2,
     sigma0: float = 1.0,
     base: nn.Module | None = None,
+    permute: str = "reverse",
+    lu: bool = False,
 ) -> VariationalFlow:
-    """A neural spline flow: autoregressive RQ-spline steps with reversals between them,
-    on a fixed ``N(0, sigma0^2 I)`` base unless ``base`` is given."""
-    steps = spline_flow(dim, layers, hidden, bins, tail_bound, blocks)
+    """A neural spline flow: autoregressive RQ-spline steps with a fixed permutation
+    (``permute``: ``"reverse"`` or ``"random"``) between them, on a fixed
+    ``N(0, sigma0^2 I)`` base unless ``base`` is given. With ``lu`` the steps are laid out
+    as in the authors' VAEs (:func:`~cifutils.flows.lu_permutation_stack`): a permutation and
+    an LU-linear layer first, then an LU-linear layer and a permutation after every step."""
+    check_spline_args(dim, hidden, bins, tail_bound, blocks, layers)
+
+    def make_step(i: int) -> nn.Module:
+        return rq_autoregressive_step(dim, hidden, bins, tail_bound, blocks)
+
+    steps = _stack(dim, layers, make_step, permute, lu)
     return VariationalFlow(_base(dim, sigma0, base), steps)
+
+
+def _stack(
+    dim: int, layers: int, make_step: Callable[[int], nn.Module], permute: str, lu: bool
+) -> list[nn.Module]:
+    """The steps with permutations between them, or in the LU layout (``lu``)."""
+    if permute not in ("reverse", "random"):
+        raise ValueError(f"permute must be 'reverse' or 'random', got {permute!r}")
+    if lu:
+        return lu_permutation_stack(dim, layers, make_step, permute)
+    return interleave_permutations(dim, layers, make_step, permute)
 
 
 def cif_nsf_family(
@@ -382,6 +403,8 @@ def cif_nsf_family(
     context_features: int | None = None,
     r_net_factory: Callable[[], nn.Module] | None = None,
     order: str = "spline-first",
+    permute: str = "reverse",
+    lu: bool = False,
 ) -> VariationalFlow:
     """A CIF-NSF: as :func:`nsf_family`, each spline step ``g_l`` wrapped in a CIF layer
     ``G_l(w; u_l) = exp(s_l(u_l)) g_l(w) + t_l(u_l)`` (``order="spline-first"``, the
@@ -394,6 +417,8 @@ def cif_nsf_family(
         context_features: amortize ``r(u | v, x)`` on a flat context of this size.
         r_net_factory: builds a custom ``r`` network per layer (e.g. a conv net of an image).
         order: where the indexed affine sits, see :class:`~cifutils.cif.IndexedTransform`.
+        permute, lu: the permutations and the layout, as in :func:`nsf_family` (with ``lu``,
+            each CIF layer takes the place of a spline step).
     """
     check_spline_args(dim, hidden, bins, tail_bound, blocks, layers)
     check_order(order)
@@ -403,7 +428,7 @@ def cif_nsf_family(
         r_net = r_net_factory() if r_net_factory is not None else None
         return cif_layer(dim, flow, dim_u, cif_hidden, context_features, r_net, order=order)
 
-    steps = interleave_permutations(dim, layers, make_step)
+    steps = _stack(dim, layers, make_step, permute, lu)
     return VariationalFlow(_base(dim, sigma0, base), steps)
 
 

@@ -17,6 +17,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -37,6 +38,8 @@ __all__ = [
     "spline_flow",
     "compose",
     "interleave_permutations",
+    "lu_permutation_stack",
+    "LULinear",
     "LowerTriangularAffine",
     "ElementwiseAffine",
     "num_parameters",
@@ -229,9 +232,100 @@ def interleave_permutations(
     return steps
 
 
+def lu_permutation_stack(
+    dim: int, layers: int, make_step: Callable[[int], torch.nn.Module], permute: str = "random"
+) -> list[torch.nn.Module]:
+    """``[perm, LU, step_0, LU, perm, step_1, LU, perm, ..., step_{L-1}, LU, perm]``: the
+    layout of the flows in the authors' VAE code (REFERENCE.md, Experiment 2): one
+    permutation and one :class:`LULinear` layer before the first step, then after every step
+    an LU-linear layer and a permutation (none in 1-D). ``L + 1`` LU-linear layers in all.
+    The modules are built in list order (so a seed fixes the random permutations)."""
+    if not isinstance(layers, int) or isinstance(layers, bool) or layers < 0:
+        raise ValueError(f"layers must be an integer >= 0, got {layers!r}")
+    perms = dim > 1
+    stack: list[torch.nn.Module] = [permutation(dim, permute)] if perms else []
+    stack.append(LULinear(dim))
+    for i in range(layers):
+        stack += [make_step(i), LULinear(dim)]
+        if perms:
+            stack.append(permutation(dim, permute))
+    return stack
+
+
 def compose(transforms: list[Transform]) -> Transform:
     """Compose transforms into one nflows transform (applied in list order)."""
     return CompositeTransform(transforms)
+
+
+class LULinear(Transform):
+    """``z = W w + b`` with ``W = L U`` in LU form: ``L`` unit lower triangular, ``U`` upper
+    triangular with diagonal ``softplus(c) + eps > 0``, so ``W`` is invertible.
+
+    ``log|det dz/dw| = sum_i log U_ii``; the inverse is two triangular solves. Parameters:
+    the ``d(d-1)/2`` entries below the diagonal of ``L``, the ``d(d-1)/2`` above the diagonal
+    of ``U``, the ``d`` diagonal logits ``c`` and the bias: ``d^2 + d`` in all. Starts at the
+    identity (zero entries, ``softplus(c) + eps = 1``, zero bias).
+
+    References:
+        Kingma, Dhariwal. Glow: generative flow with invertible 1x1 convolutions. NeurIPS 2018.
+
+    Args:
+        dim: number of features ``d``.
+        eps: lower bound of the diagonal of ``U``.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-3) -> None:
+        super().__init__()
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        if not 0 < eps < 1:
+            raise ValueError(f"eps must be in (0, 1), got {eps!r}")
+        self.dim, self.eps = dim, eps
+        n = dim * (dim - 1) // 2
+        self.lower_entries = torch.nn.Parameter(torch.zeros(n))
+        self.upper_entries = torch.nn.Parameter(torch.zeros(n))
+        self.unconstrained_diag = torch.nn.Parameter(
+            torch.full((dim,), math.log(math.expm1(1 - eps)))
+        )
+        self.bias = torch.nn.Parameter(torch.zeros(dim))
+        # flat positions of the entries in a (d, d) matrix: device buffers, so that building
+        # the factors needs no host data (CUDA graphs, torch.compile); not saved
+        rows, cols = torch.tril_indices(dim, dim, -1)
+        self.register_buffer("lower_index", rows * dim + cols, persistent=False)
+        rows, cols = torch.triu_indices(dim, dim, 1)
+        self.register_buffer("upper_index", rows * dim + cols, persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+    def diagonal(self) -> torch.Tensor:
+        """The diagonal of ``U``, ``(d,)``."""
+        return F.softplus(self.unconstrained_diag) + self.eps
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``L`` and ``U``, each ``(d, d)``."""
+        d = self.dim
+        flat = self.lower_entries.new_zeros(d * d)
+        lower = flat.scatter(0, self.lower_index, self.lower_entries).view(d, d)
+        lower = lower + torch.eye(d, dtype=flat.dtype, device=flat.device)
+        upper = flat.scatter(0, self.upper_index, self.upper_entries).view(d, d)
+        return lower, upper + torch.diag(self.diagonal())
+
+    def weight(self) -> torch.Tensor:
+        """``W = L U``, ``(d, d)``."""
+        lower, upper = self.factors()
+        return lower @ upper
+
+    def forward(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = F.linear(inputs, self.weight(), self.bias)
+        return outputs, torch.log(self.diagonal()).sum().expand(inputs.shape[0])
+
+    def inverse(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        lower, upper = self.factors()
+        centred = (inputs - self.bias).T
+        y = torch.linalg.solve_triangular(lower, centred, upper=False, unitriangular=True)
+        outputs = torch.linalg.solve_triangular(upper, y, upper=True).T
+        return outputs, -torch.log(self.diagonal()).sum().expand(inputs.shape[0])
 
 
 class LowerTriangularAffine(Transform):

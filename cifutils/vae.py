@@ -1,7 +1,18 @@
 """Variational autoencoders with Gaussian, NSF and CIF-NSF amortized posteriors.
 
-The generative model is ``p(z) = N(0, I)`` (``z`` in ``R^20``) and
-``p(x | z) = prod_pixels Bernoulli(x; sigmoid(decoder(z)))`` for a binary 28x28 image ``x``.
+The generative model is ``p(z) = N(0, I)`` (``z`` in ``R^20``, or ``R^32`` for the Table-1
+architecture) and ``p(x | z) = prod_pixels Bernoulli(x; sigmoid(decoder(z)))`` for a binary
+28x28 image ``x``.
+
+Two architectures (:data:`ARCHITECTURES`, REFERENCE.md, Experiment 2):
+
+* ``"small"``, the CPU edition and the default: latent 20, the one-layer :class:`Decoder`,
+  flows of spline steps with reversals between them;
+* ``"table1"``, the configuration that most likely produced the slides' Table 1: latent 32,
+  the residual :class:`ResDecoder` (842,641 parameters), flows in the authors' layout (a
+  random permutation and an LU-linear layer around every spline step, CIF layers with the
+  indexed affine before the spline).
+
 The posterior ``q(z | x)`` is a :class:`~cifutils.families.VariationalFlow` whose base is the
 amortized Gaussian ``q0(w0 | x)`` given by a small convolutional encoder; an NSF or a CIF-NSF
 then transforms ``w0``. The CIF-NSF's auxiliary inference density ``r(u | w, x)`` sees both
@@ -35,26 +46,75 @@ from .objectives import iw_bound_chunked, mean_and_stderr
 
 __all__ = [
     "POSTERIORS",
+    "ALL_POSTERIORS",
+    "ARCHITECTURES",
+    "LATENT",
     "PAPER_SIZES",
+    "TABLE1_SIZES",
+    "ARCH_SIZES",
+    "check_arch",
     "Encoder",
     "Decoder",
+    "ResBlock",
+    "UpBlock",
+    "ResDecoder",
     "ImageRNet",
     "VAE",
     "make_posterior",
     "make_vae",
     "iw_log_likelihood",
+    "parameter_counts",
+    "print_parameter_counts",
     "main",
 ]
 
 #: The posterior kinds of Table 1.
 POSTERIORS = ("gaussian", "nsf", "cif-nsf")
 
-#: Flow sizes of the paper's small VAE (REFERENCE.md, Experiment 2).
+#: Table 1's posteriors and the NSF at the CIF-NSF's width (hidden 32, not parameter-matched),
+#: which the authors also ran.
+ALL_POSTERIORS = ("gaussian", "nsf", "nsf-32", "cif-nsf")
+
+#: The model architectures, the small CPU edition and the Table-1 configuration.
+ARCHITECTURES = ("small", "table1")
+
+#: Latent dimension of each architecture.
+LATENT = {"small": 20, "table1": 32}
+
+#: Flow sizes of the small VAE, the CPU edition (REFERENCE.md, Experiment 2).
 PAPER_SIZES: dict[str, dict] = {
     "gaussian": {},
     "nsf": {"layers": 10, "hidden": 44},
+    "nsf-32": {"layers": 10, "hidden": 32},
     "cif-nsf": {"layers": 10, "hidden": 32, "dim_u": 2},
 }
+
+#: Flow sizes and layout of the Table-1 VAE, the authors' stack (random permutations and
+#: LU-linear layers around each spline step; the CIF's affine before the spline).
+TABLE1_SIZES: dict[str, dict] = {
+    "gaussian": {},
+    "nsf": {"layers": 10, "hidden": 44, "lu": True, "permute": "random"},
+    "nsf-32": {"layers": 10, "hidden": 32, "lu": True, "permute": "random"},
+    "cif-nsf": {
+        "layers": 10,
+        "hidden": 32,
+        "dim_u": 2,
+        "lu": True,
+        "permute": "random",
+        "order": "affine-first",
+    },
+}
+
+#: The sizes of each architecture's posteriors.
+ARCH_SIZES = {"small": PAPER_SIZES, "table1": TABLE1_SIZES}
+
+
+def check_arch(arch: str) -> str:
+    """``arch`` if it is one of :data:`ARCHITECTURES`, else a ValueError naming it."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
+    return arch
+
 
 _HIDDEN_SHAPE = (8, 14, 14)  # channels x height x width after the stride-2 convolution
 _HIDDEN = 8 * 14 * 14  # 1568
@@ -90,6 +150,69 @@ class Decoder(nn.Module):
         return self.deconv(torch.tanh(self.linear(z)).view(-1, *_HIDDEN_SHAPE))
 
 
+class ResBlock(nn.Module):
+    """``x + conv2(relu(conv1(relu(x))))`` on ``(N, C, H, W)``; both convolutions 3x3,
+    padding 1, ``C -> C``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class UpBlock(nn.Module):
+    """``shortcut(x) + conv2(relu(conv1(relu(x))))``: ``(N, C, H, W) -> (N, C/2, H', W')``
+    with ``H' = 2H - 1 + output_padding``.
+
+    ``conv1`` is a 3x3 convolution ``C -> C`` (padding 1) at the low resolution; ``conv2``
+    and ``shortcut`` are each a transposed convolution ``C -> C/2``, kernel 3, stride 2,
+    padding 1.
+    """
+
+    def __init__(self, channels: int, output_padding: int = 1) -> None:
+        super().__init__()
+        half = channels // 2
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        up = dict(stride=2, padding=1, output_padding=output_padding)
+        self.conv2 = nn.ConvTranspose2d(channels, half, 3, **up)
+        self.shortcut = nn.ConvTranspose2d(channels, half, 3, **up)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shortcut(x) + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class ResDecoder(nn.Module):
+    """The Table-1 decoder: ``z (N, latent) -> logits (N, 1, 28, 28)``, residual and
+    convolutional, channel multiplier ``c`` (16: 842,641 parameters for latent 32).
+
+    Linear(latent -> 8c x 4 x 4), then Res(8c), Up(8c -> 4c, 4 -> 7), Res(4c),
+    Up(4c -> 2c, 7 -> 14), Res(2c), Up(2c -> c, 14 -> 28), ReLU, Conv 1x1 (c -> 1).
+    No batch norm, no dropout.
+    """
+
+    def __init__(self, latent: int = 32, channels: int = 16) -> None:
+        super().__init__()
+        top = 8 * channels
+        self.top = top
+        self.linear = nn.Linear(latent, top * 16)
+        self.blocks = nn.Sequential(
+            ResBlock(top),
+            UpBlock(top, output_padding=0),  # 4x4 -> 7x7
+            ResBlock(top // 2),
+            UpBlock(top // 2),  # 7x7 -> 14x14
+            ResBlock(top // 4),
+            UpBlock(top // 4),  # 14x14 -> 28x28
+        )
+        self.out = nn.Conv2d(channels, 1, 1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.blocks(self.linear(z).view(-1, self.top, 4, 4))
+        return self.out(F.relu(h))
+
+
 class ImageRNet(nn.Module):
     """The network of ``r(u | w, x)``: ``(w (N, d), x (N, 1, 28, 28)) -> (N, 2 dim_u)``.
 
@@ -113,16 +236,20 @@ class ImageRNet(nn.Module):
         return self.out(torch.tanh(self.conv(h)).flatten(1))
 
 
-def make_posterior(kind: str, latent: int = 20, **sizes) -> VariationalFlow:
-    """The amortized posterior ``q(z | x)`` of Table 1: ``"gaussian"``, ``"nsf"`` or
-    ``"cif-nsf"`` (default sizes :data:`PAPER_SIZES`; ``sizes`` override them)."""
-    if kind not in POSTERIORS:
-        raise ValueError(f"posterior must be one of {POSTERIORS}, got {kind!r}")
+def make_posterior(
+    kind: str, latent: int | None = None, arch: str = "small", **sizes
+) -> VariationalFlow:
+    """The amortized posterior ``q(z | x)`` of Table 1: ``"gaussian"``, ``"nsf"``,
+    ``"nsf-32"`` or ``"cif-nsf"`` of the architecture ``arch`` (default sizes
+    :data:`ARCH_SIZES`, latent :data:`LATENT`; ``latent`` and ``sizes`` override them)."""
+    if kind not in ALL_POSTERIORS:
+        raise ValueError(f"posterior must be one of {ALL_POSTERIORS}, got {kind!r}")
+    latent = LATENT[check_arch(arch)] if latent is None else latent
     base = AmortizedGaussianBase(Encoder(latent), latent)
-    kw = {**PAPER_SIZES[kind], **sizes}
+    kw = {**ARCH_SIZES[arch][kind], **sizes}
     if kind == "gaussian":
         return VariationalFlow(base)
-    if kind == "nsf":
+    if kind in ("nsf", "nsf-32"):
         return nsf_family(latent, base=base, **kw)
     dim_u = kw.setdefault("dim_u", 2)
     return cif_nsf_family(latent, base=base, r_net_factory=lambda: ImageRNet(latent, dim_u), **kw)
@@ -177,11 +304,18 @@ class VAE(nn.Module):
         )
 
 
-def make_vae(posterior: str, latent: int = 20, fast: bool = True, **sizes) -> VAE:
-    """The VAE of Table 1 with the named posterior. With ``fast`` the spline layers are
-    swapped for :mod:`cifutils.fast`'s equal-valued fused version (same parameters, same
+def make_vae(
+    posterior: str, latent: int | None = None, fast: bool = True, arch: str = "small", **sizes
+) -> VAE:
+    """The VAE of Table 1 with the named posterior, in the architecture ``arch``
+    (``"small"``, the CPU edition, by default; ``"table1"``: latent 32 and the
+    :class:`ResDecoder`). With ``fast`` the spline layers (and the small model's convolutions)
+    are swapped for :mod:`cifutils.fast`'s equal-valued fused versions (same parameters, same
     initialization, same function); only the speed differs."""
-    vae = VAE(make_posterior(posterior, latent, **sizes), Decoder(latent))
+    latent = LATENT[check_arch(arch)] if latent is None else latent
+    posterior_net = make_posterior(posterior, latent, arch, **sizes)
+    decoder = ResDecoder(latent) if arch == "table1" else Decoder(latent)
+    vae = VAE(posterior_net, decoder)
     if fast:
         from .fast import accelerate
 
@@ -212,6 +346,46 @@ def iw_log_likelihood(
     bounds = torch.cat(parts)
     mean, stderr = mean_and_stderr(bounds)
     return mean, stderr, bounds
+
+
+def parameter_counts(vae: VAE) -> dict[str, int]:
+    """Trainable parameters of each part of ``vae``: ``encoder`` (the base ``q0(w0 | x)``),
+    ``decoder``, ``flow`` (the spline steps and LU-linear layers, the CIF layers' extras left
+    out), ``cif_st``, ``cif_q`` and ``cif_r`` (the CIF layers' s/t, ``q(u | w)`` and
+    ``r(u | v, x)`` networks, all layers together), and ``total``."""
+    from .cif import CIFLayer
+
+    def count(module: nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+    cif = [m for m in vae.posterior.layers if isinstance(m, CIFLayer)]
+    parts = {
+        "encoder": count(vae.posterior.base),
+        "decoder": count(vae.decoder),
+        "cif_st": sum(count(m.transform.st_net) for m in cif),
+        "cif_q": sum(count(m.q_u) for m in cif),
+        "cif_r": sum(count(m.r_u) for m in cif),
+    }
+    extras = parts["cif_st"] + parts["cif_q"] + parts["cif_r"]
+    parts["flow"] = count(vae.posterior.layers) - extras
+    parts["total"] = count(vae)
+    return parts
+
+
+def print_parameter_counts(
+    archs: tuple[str, ...] = ARCHITECTURES, posteriors: tuple[str, ...] = ALL_POSTERIORS
+) -> dict[tuple[str, str], dict[str, int]]:
+    """Print (and return) :func:`parameter_counts` for each posterior of each architecture,
+    one row each: encoder, decoder, flow, CIF extras (s/t, q, r) and total."""
+    keys = ("encoder", "decoder", "flow", "cif_st", "cif_q", "cif_r", "total")
+    print(f"{'arch':7s} {'posterior':9s}" + "".join(f"{k:>10s}" for k in keys))
+    table = {}
+    for arch in archs:
+        for kind in posteriors:
+            parts = parameter_counts(make_vae(kind, arch=arch, fast=False))
+            table[arch, kind] = parts
+            print(f"{arch:7s} {kind:9s}" + "".join(f"{parts[k]:10,d}" for k in keys))
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,12 @@
 Command line (through the dispatcher)::
 
     python -m cifutils.experiments vae --dataset mnist --posterior cif-nsf --seed 0 \\
-        --budget paper [--epochs 5] [--test-k 100 1000] [--test-limit N]
+        --budget paper [--arch table1] [--epochs 5] [--test-k 100 1000] [--test-limit N]
+
+``--arch`` picks the model (:data:`cifutils.vae.ARCHITECTURES`): the ``paper`` budget trains
+the Table-1 architecture by default, the other budgets the small CPU edition. A Table-1 run
+has the architecture in its name (``mnist-gaussian-table1-seed0-paper``); a small run's name
+has none (the results committed before the architectures existed are small runs).
 
 A run lives in ``runs/vae/<name>/checkpoint.pt`` (ignored by git) and is checkpointed
 atomically after every epoch with the model, the optimizer, every random-number state, the
@@ -46,7 +51,16 @@ from .training import (
     save_checkpoint,
     seed_everything,
 )
-from .vae import POSTERIORS, VAE, iw_log_likelihood, make_vae
+from .vae import (
+    ALL_POSTERIORS,
+    ARCHITECTURES,
+    LATENT,
+    POSTERIORS,
+    VAE,
+    check_arch,
+    iw_log_likelihood,
+    make_vae,
+)
 
 __all__ = [
     "VAEConfig",
@@ -59,6 +73,7 @@ __all__ = [
     "train",
     "train_together",
     "default_runs_dir",
+    "stored_setting",
     "evaluate",
     "amortization_gap",
     "auxiliary_gap",
@@ -79,7 +94,11 @@ __all__ = [
 
 @dataclass
 class VAEConfig:
-    """Everything that defines a run (stored in checkpoints and results)."""
+    """Everything that defines a run (stored in checkpoints and results).
+
+    ``arch`` is the model architecture (``"small"`` or ``"table1"``); ``latent`` defaults to
+    its latent dimension. ``clip`` is the gradient-norm bound (None: no clipping; the
+    Table-1 Gaussian VAE of :meth:`from_budget` trains without)."""
 
     dataset: str = "mnist"
     posterior: str = "gaussian"
@@ -90,18 +109,30 @@ class VAEConfig:
     train_limit: int | None = None
     batch_size: int = 100
     lr: float = 1e-3
-    clip: float = 5.0
-    latent: int = 20
+    clip: float | None = 5.0
+    latent: int | None = None
     fast: bool = True
     test_k: list[int] = field(default_factory=lambda: [100])
     test_limit: int | None = None
     large_k_limit: int | None = None
     gap_images: int = 0
     amortization_steps: int = 0
+    arch: str = "small"
+
+    def __post_init__(self) -> None:
+        check_arch(self.arch)
+        if self.posterior not in ALL_POSTERIORS:
+            raise ValueError(f"posterior must be one of {ALL_POSTERIORS}, got {self.posterior!r}")
+        if self.latent is None:
+            self.latent = LATENT[self.arch]
 
     @classmethod
     def from_budget(cls, budget: str | None = None, **kw) -> VAEConfig:
+        """The run's settings from the budget; ``kw`` override them. The ``paper`` budget
+        trains the ``"table1"`` architecture unless ``arch`` says otherwise, the others the
+        small one; the Table-1 Gaussian VAE trains without gradient clipping (REFERENCE.md)."""
         b = get_budget(budget)
+        arch = kw.get("arch") or ("table1" if b.name == "paper" else "small")
         base = dict(
             budget=b.name,
             max_epochs=b.vae_max_epochs,
@@ -109,12 +140,16 @@ class VAEConfig:
             train_limit=b.vae_train_limit,
             test_k=[b.vae_test_k],
             test_limit=b.vae_test_limit,
+            arch=arch,
         )
-        return cls(**{**base, **kw})
+        if arch == "table1" and kw.get("posterior", "gaussian") == "gaussian":
+            base["clip"] = None
+        return cls(**{**base, **kw, "arch": arch})
 
     @property
     def name(self) -> str:
-        return f"{self.dataset}-{self.posterior}-seed{self.seed}-{self.budget}"
+        arch = "" if self.arch == "small" else f"-{self.arch}"
+        return f"{self.dataset}-{self.posterior}{arch}-seed{self.seed}-{self.budget}"
 
 
 def device_label(device: torch.device | str, compiled: bool = False) -> str:
@@ -164,7 +199,8 @@ def _epoch(
                 raise NonFiniteError(f"{cfg.name}: non-finite training loss")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+            if cfg.clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip)
             opt.step()
             total -= loss.item() * x.shape[0]
         else:
@@ -175,6 +211,16 @@ def _epoch(
 
 
 _EVAL_ONLY = {"test_k", "test_limit", "large_k_limit", "gap_images", "amortization_steps"}
+
+#: What a setting missing from an older checkpoint or result was (before it existed).
+_LEGACY = {"arch": "small"}
+
+
+def stored_setting(config: dict, key: str):
+    """Setting ``key`` of a stored run configuration; for a setting that older checkpoints
+    and results lack, the value it had before it existed (a run saved before ``arch``
+    existed is small)."""
+    return config.get(key, _LEGACY.get(key))
 
 
 def new_state() -> dict:
@@ -197,7 +243,7 @@ def load_run(cfg: VAEConfig, path: Path, device: torch.device, capturable: bool 
     Also restores the torch random states saved with it. Raises if the checkpoint was
     trained with other settings than ``cfg`` (evaluation settings may differ)."""
     seed_everything(cfg.seed)
-    vae = make_vae(cfg.posterior, cfg.latent, fast=cfg.fast).to(device)
+    vae = make_vae(cfg.posterior, cfg.latent, fast=cfg.fast, arch=cfg.arch).to(device)
     if capturable:  # its step may be recorded in a CUDA graph
         opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr, capturable=True, foreach=True)
     else:  # Adam over one flat tensor: same updates, less per-tensor work on a CPU
@@ -206,7 +252,10 @@ def load_run(cfg: VAEConfig, path: Path, device: torch.device, capturable: bool 
     if not path.exists():
         return vae, opt, gen, new_state(), copy.deepcopy(vae.state_dict())
     ckpt = load_checkpoint(path, map_location=device)
-    diff = [k for k, v in asdict(cfg).items() if k not in _EVAL_ONLY and ckpt["config"][k] != v]
+    stored = ckpt["config"]
+    diff = [
+        k for k, v in asdict(cfg).items() if k not in _EVAL_ONLY and stored_setting(stored, k) != v
+    ]
     if diff:
         raise ValueError(f"{path} was trained with other settings ({diff}); use another runs dir")
     vae.load_state_dict(ckpt["model"])
@@ -444,13 +493,16 @@ def run(
     compiled: bool = False,
     time_limit: float | None = None,
     eval_if_complete: bool = False,
+    save_weights: bool = False,
 ) -> dict:
     """Train/resume on ``device`` (``compiled``, ``time_limit``: see :func:`train`), evaluate
     there, and write ``<out_dir>/<name>.json``; returns the record. Its provenance names the
     evaluation device; ``train_devices`` counts the epochs run on each device (a run may be
     continued elsewhere). With ``eval_if_complete``, a run that has not finished training
     (early stop or epoch cap) is neither evaluated nor written: its checkpoint waits for the
-    next invocation."""
+    next invocation. With ``save_weights``, the evaluated best-validation weights are also
+    written in half precision to ``<out_dir>/weights/<name>.pt``, their SHA-256 recorded
+    under ``"weights"`` (:func:`cifutils.vae_weights.save_weights`)."""
     splits = load_binarized(cfg.dataset, limit=cfg.train_limit)
     start = time.perf_counter()
     vae, state = train(
@@ -462,6 +514,7 @@ def run(
         "name": cfg.name,
         "dataset": cfg.dataset,
         "posterior": cfg.posterior,
+        "arch": cfg.arch,
         "seed": cfg.seed,
         "budget": cfg.budget,
         "parameters": num_parameters(vae),
@@ -479,6 +532,10 @@ def run(
         record["metrics"] = evaluate(vae, cfg, splits)
         record["eval_seconds"] = time.perf_counter() - t0
         out = Path(out_dir) if out_dir is not None else results_dir() / "vae"
+        if save_weights:
+            from .vae_weights import save_weights as save
+
+            record["weights"] = save(vae, cfg.name, out)
         write_json(out / f"{cfg.name}.json", record)
     record["invocation_seconds"] = time.perf_counter() - start
     return record
@@ -490,7 +547,14 @@ def main(argv: list[str] | None = None) -> int:
         description="Train and evaluate one VAE of Table 1 (resumable).",
     )
     p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
-    p.add_argument("--posterior", choices=POSTERIORS, default="gaussian")
+    p.add_argument("--posterior", choices=ALL_POSTERIORS, default="gaussian")
+    p.add_argument(
+        "--arch",
+        choices=ARCHITECTURES,
+        default=None,
+        help="model: small (the CPU edition) or table1 (default: table1 for the paper "
+        "budget, small otherwise)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--budget", default=None, help="smoke | book | paper (default: $CIFUTILS_BUDGET)"
@@ -515,6 +579,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", default="runs/vae")
     p.add_argument("--out-dir", default=None, help="default: results/vae")
     p.add_argument("--no-eval", action="store_true", help="train only; write no JSON")
+    p.add_argument(
+        "--save-weights",
+        action="store_true",
+        help="with the JSON, write the best-validation weights in half precision to "
+        "<out-dir>/weights/<name>.pt and record their SHA-256",
+    )
     p.add_argument(
         "--eval-if-complete",
         action="store_true",
@@ -545,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset=a.dataset,
         posterior=a.posterior,
         seed=a.seed,
+        arch=a.arch,
         fast=not a.nflows,
         gap_images=a.gap_images,
         amortization_steps=a.amortization_steps,
@@ -565,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         compiled=a.compile,
         time_limit=None if a.time_limit is None else 60 * a.time_limit,
         eval_if_complete=a.eval_if_complete,
+        save_weights=a.save_weights,
     )
     line = {k: rec[k] for k in ("name", "parameters", "epochs_run", "best_epoch", "complete")}
     print(line)
@@ -585,12 +657,17 @@ SLIDES_TABLE1 = {
 
 
 def collect_results(
-    budgets=("paper",), seeds=(0, 1, 2), metric: str = "test_iw_k100", folder: str = "vae"
+    budgets=("paper",),
+    seeds=(0, 1, 2),
+    metric: str = "test_iw_k100",
+    folder: str = "vae",
+    arch: str = "small",
 ) -> list[dict]:
     """The committed ``results/<folder>`` records of every (dataset, posterior) cell of
-    Table 1, one row per found run: dataset, posterior, seed, budget, epochs, best epoch,
-    complete, stopped early, metric mean and stderr, test images, device, and the
-    validation ELBO per epoch (``val_elbo``)."""
+    Table 1 trained with the architecture ``arch`` (by default the small one), one row per
+    found run: dataset, posterior, architecture, seed, budget, epochs, best epoch, complete,
+    stopped early, metric mean and stderr, test images, device, and the validation ELBO per
+    epoch (``val_elbo``)."""
     from .results import load_result
 
     fetch = not (results_dir() / folder).exists()  # on Colab: fetch committed files
@@ -598,8 +675,8 @@ def collect_results(
     for dataset, posterior in SLIDES_TABLE1:
         for budget in budgets:
             for seed in seeds:
-                name = f"{dataset}-{posterior}-seed{seed}-{budget}.json"
-                rec = load_result(f"{folder}/{name}", fetch)
+                cfg = VAEConfig(dataset, posterior, seed, budget, arch=arch)
+                rec = load_result(f"{folder}/{cfg.name}.json", fetch)
                 if rec is None or metric not in rec.get("metrics", {}):
                     continue
                 m = rec["metrics"][metric]
@@ -607,6 +684,7 @@ def collect_results(
                     {
                         "dataset": dataset,
                         "posterior": posterior,
+                        "arch": stored_setting(rec["provenance"]["config"], "arch"),
                         "seed": seed,
                         "budget": budget,
                         "epochs": rec["epochs_run"],

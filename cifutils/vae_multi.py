@@ -47,7 +47,7 @@ from torch import Tensor
 from .data import load_binarized
 from .results import provenance, write_json
 from .training import clipped_parameters, get_device
-from .vae import POSTERIORS, VAE
+from .vae import ALL_POSTERIORS, ARCHITECTURES, POSTERIORS, VAE
 from .vae_experiment import VAEConfig, end_epoch, load_run, save_run
 
 __all__ = ["train_many", "summary", "parse_log", "main"]
@@ -82,7 +82,8 @@ class _Run:
         x = torch.bernoulli(self.train_probs.index_select(0, self.idx))
         elbo = self.vae.elbo(x)
         (-elbo.mean()).backward()
-        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip)
+        if self.cfg.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip)
         self.opt.step()
         self.train_sum += elbo.detach().sum()
 
@@ -318,7 +319,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Train several VAE runs of Table 1 together (CUDA graphs on a GPU).",
     )
     p.add_argument("--datasets", nargs="+", choices=["mnist", "fashion-mnist"], default=["mnist"])
-    p.add_argument("--posteriors", nargs="+", choices=POSTERIORS, default=list(POSTERIORS))
+    p.add_argument("--posteriors", nargs="+", choices=ALL_POSTERIORS, default=list(POSTERIORS))
+    p.add_argument(
+        "--arch",
+        choices=ARCHITECTURES,
+        default=None,
+        help="small or table1 (default: table1 for the paper budget, small otherwise)",
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--budget", default=None, help="smoke | book | paper ($CIFUTILS_BUDGET)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
@@ -351,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     device = get_device(None if a.device == "auto" else a.device)
     cfgs = [
-        VAEConfig.from_budget(a.budget, dataset=d, posterior=q, seed=s)
+        VAEConfig.from_budget(a.budget, dataset=d, posterior=q, seed=s, arch=a.arch)
         for d in a.datasets
         for q in a.posteriors
         for s in a.seeds

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from cifutils.cif import FixedIndex, cif_layer
-from cifutils.families import affine_nsf_family
+from cifutils.families import affine_nsf_family, nsf_family
 from cifutils.flows import (
     ElementwiseAffine,
     LowerTriangularAffine,
+    LULinear,
     compose,
     permutation,
     rq_autoregressive_step,
@@ -57,6 +58,11 @@ TRANSFORMS = {
     "cif-layer-at-fixed-u": (3, lambda: _fixed_cif_layer(3)),
     "cif-layer-at-fixed-u-affine-first": (3, lambda: _fixed_cif_layer(3, "affine-first")),
     "elementwise-affine": (3, lambda: ElementwiseAffine(3)),
+    "lu-linear": (4, lambda: LULinear(4)),
+    "lu-permutation-nsf": (
+        3,
+        lambda: compose(list(nsf_family(3, 2, 8, 4, lu=True, permute="random").layers)),
+    ),
     "affine-nsf-affine-first": (3, lambda: _affine_nsf(3, "affine-first")),
     "affine-nsf-spline-first": (3, lambda: _affine_nsf(3, "spline-first")),
 }
@@ -144,3 +150,32 @@ def test_spline_flow_rejects_unknown_kind_and_dim():
         spline_flow(0)
     with pytest.raises(ValueError, match="dim"):
         rq_coupling_step(1)
+
+
+def test_lu_linear_starts_at_the_identity_and_counts_d2_plus_d():
+    layer = LULinear(5)
+    x = torch.randn(7, 5)
+    y, logabsdet = layer(x)
+    torch.testing.assert_close(y, x)
+    torch.testing.assert_close(logabsdet, torch.zeros(7))
+    assert sum(p.numel() for p in layer.parameters()) == 5**2 + 5
+    assert set(layer.state_dict()) == {
+        "lower_entries",
+        "upper_entries",
+        "unconstrained_diag",
+        "bias",
+    }
+    with pytest.raises(ValueError, match="dim"):
+        LULinear(0)
+
+
+def test_lu_layout_and_the_default_layout():
+    """The LU layout: permutation, LU, then (step, LU, permutation) per step; the default
+    stays steps with reversals between them, as before the LU option existed."""
+    kinds = [type(m).__name__ for m in nsf_family(3, 2, 8, 4, lu=True, permute="random").layers]
+    step = "MaskedPiecewiseRationalQuadraticAutoregressiveTransform"
+    assert kinds == ["RandomPermutation", "LULinear"] + [step, "LULinear", "RandomPermutation"] * 2
+    kinds = [type(m).__name__ for m in nsf_family(3, 2, 8, 4).layers]
+    assert kinds == [step, "ReversePermutation", step]
+    with pytest.raises(ValueError, match="permute"):
+        nsf_family(3, 2, 8, 4, permute="shuffle")

@@ -1,0 +1,112 @@
+"""Pretrained VAE weights: saved in half precision beside a run's result, checked by hash.
+
+A finished run of the VAE experiment can keep its best-validation weights as
+``results/vae/weights/<name>.pt`` (``python -m cifutils.experiments vae ... --save-weights``):
+the floating-point tensors of the state dict in float16 (half the bytes of float32; the
+integer buffers, such as the random permutations, as they are), and the file's SHA-256 in
+the run's ``results/vae/<name>.json`` under ``"weights"``. :func:`load_weights` rebuilds the
+model from the configuration recorded in that JSON, checks the file against the recorded
+hash and loads the weights (back in float32): a notebook can then evaluate or plot a
+trained model without training it.
+
+Rounding to float16 changes each weight by at most a relative ``2^-11``; the reloaded model is
+close to, not equal to, the evaluated one (the test metrics in the JSON are those of the
+float32 weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .results import results_dir
+from .vae import VAE, make_vae
+
+__all__ = ["WeightsMismatchError", "sha256_of", "save_weights", "load_weights"]
+
+
+class WeightsMismatchError(ValueError):
+    """A weights file whose SHA-256 is not the one its result records."""
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex SHA-256 of the file at ``path``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_weights(model: nn.Module, name: str, folder: str | Path) -> dict:
+    """Write ``model``'s state dict to ``<folder>/weights/<name>.pt``, floating-point tensors
+    in float16, and return what the result JSON records: ``file`` (relative to ``folder``),
+    ``sha256``, ``bytes`` and ``dtype``."""
+    state = {
+        k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu())
+        for k, v in model.state_dict().items()
+    }
+    relative = Path("weights") / f"{name}.pt"
+    path = Path(folder) / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    return {
+        "file": relative.as_posix(),
+        "sha256": sha256_of(path),
+        "bytes": path.stat().st_size,
+        "dtype": "float16",
+    }
+
+
+def load_weights(
+    dataset: str,
+    posterior: str,
+    seed: int,
+    arch: str = "table1",
+    budget: str = "paper",
+    folder: str | Path | None = None,
+    device: torch.device | str = "cpu",
+) -> VAE:
+    """The trained VAE of run (``dataset``, ``posterior``, ``seed``, ``arch``, ``budget``),
+    built as its result JSON in ``folder`` (default ``results/vae``) records and loaded with
+    its saved weights, in float32 and in evaluation mode.
+
+    Raises:
+        FileNotFoundError: no result, or a result without saved weights, or no weights file.
+        WeightsMismatchError: the weights file's SHA-256 differs from the recorded one (the
+            message names the file).
+    """
+    from .vae_experiment import VAEConfig, stored_setting
+
+    folder = Path(folder) if folder is not None else results_dir() / "vae"
+    name = VAEConfig(dataset, posterior, seed, budget, arch=arch).name
+    result = folder / f"{name}.json"
+    if not result.exists():
+        raise FileNotFoundError(f"no result {result}")
+    record = json.loads(result.read_text())
+    if "weights" not in record:
+        raise FileNotFoundError(f"{result} records no saved weights")
+    path = folder / record["weights"]["file"]
+    if not path.exists():
+        raise FileNotFoundError(f"weights file {path} (recorded in {result}) is missing")
+    found, expected = sha256_of(path), record["weights"]["sha256"]
+    if found != expected:
+        raise WeightsMismatchError(
+            f"{path}: SHA-256 {found} differs from {expected} recorded in {result}"
+        )
+    config = record["provenance"]["config"]
+    vae = make_vae(
+        config["posterior"],
+        config["latent"],
+        fast=config.get("fast", True),
+        arch=stored_setting(config, "arch"),
+    )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    vae.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return vae.to(device).eval()
