@@ -26,7 +26,6 @@ image, gradient-norm clip 5, up to ``budget.vae_max_epochs`` epochs, early stopp
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import cli
 from .budgets import get_budget
 from .data import load_binarized
 from .fast import cache_constants
@@ -542,7 +542,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="python -m cifutils.experiments vae",
         description="Train and evaluate one VAE of Table 1 (resumable).",
     )
@@ -555,27 +555,38 @@ def main(argv: list[str] | None = None) -> int:
         help="model: small (the CPU edition) or table1 (default: table1 for the paper "
         "budget, small otherwise)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=cli.SEED, default=0)
     p.add_argument(
-        "--budget", default=None, help="smoke | book | paper (default: $CIFUTILS_BUDGET)"
+        "--budget",
+        type=cli.budget,
+        default=None,
+        help="smoke | book | paper (default: $CIFUTILS_BUDGET)",
     )
-    p.add_argument("--epochs", type=int, default=None, help="stop this invocation after N epochs")
+    p.add_argument(
+        "--epochs", type=cli.count(0), default=None, help="stop this invocation after N epochs"
+    )
     p.add_argument(
         "--time-limit",
-        type=float,
+        type=cli.POSITIVE,
         default=None,
         help="minutes of training in this invocation (then evaluate); resume later",
     )
-    p.add_argument("--test-k", type=int, nargs="+", default=None, help="K of the IW bound(s)")
-    p.add_argument("--test-limit", type=int, default=None, help="test images (default: all)")
+    p.add_argument(
+        "--test-k", type=cli.count(1), nargs="+", default=None, help="K of the IW bound(s)"
+    )
+    p.add_argument(
+        "--test-limit", type=cli.count(1), default=None, help="test images (default: all)"
+    )
     p.add_argument(
         "--large-k-limit",
-        type=int,
+        type=cli.count(1),
         default=None,
         help="evaluate K > 100 on only the first N of the test images",
     )
-    p.add_argument("--gap-images", type=int, default=0, help="test images for the gap estimates")
-    p.add_argument("--amortization-steps", type=int, default=0)
+    p.add_argument(
+        "--gap-images", type=cli.count(0), default=0, help="test images for the gap estimates"
+    )
+    p.add_argument("--amortization-steps", type=cli.count(0), default=0)
     p.add_argument("--runs-dir", default="runs/vae")
     p.add_argument("--out-dir", default=None, help="default: results/vae")
     p.add_argument("--no-eval", action="store_true", help="train only; write no JSON")
@@ -593,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=cli.count(1),
         default=1,
         help="torch CPU threads (1 is as fast for these small layers and robust on a "
         "shared machine, where 2 threads can be several times slower)",
@@ -606,7 +617,10 @@ def main(argv: list[str] | None = None) -> int:
         "layers on a CPU after a compilation of about half a minute; needs a C++ compiler)",
     )
     p.add_argument(
-        "--device", default="cpu", help="cpu (default), cuda, or auto (CUDA when available)"
+        "--device",
+        type=cli.device(allow_auto=True),
+        default="cpu",
+        help="cpu (default), cuda, or auto (CUDA when available)",
     )
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
