@@ -53,7 +53,14 @@ from .flows import num_parameters
 from .objectives import logmeanexp, mean_and_stderr
 from .results import provenance, results_dir, write_json
 from .targets import GaussianMixture, get_target
-from .training import History, fit, load_checkpoint, save_checkpoint, seed_everything
+from .training import (
+    History,
+    fit,
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+    seed_everything,
+)
 
 __all__ = [
     "MODELS",
@@ -1204,7 +1211,7 @@ def _run_one(
         print(f"{out}: exists, skipped")
         return 0, None
     if args.force and ckpt.exists() and not args.estimator:
-        ckpt.unlink()
+        remove_checkpoint(ckpt)
     result, family = run_cell(config, ckpt, args.checkpoint_every, args.stop_after)
     if result is None:
         print(
