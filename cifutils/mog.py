@@ -50,7 +50,7 @@ from .budgets import get_budget
 from .cif import CIFLayer
 from .families import VariationalFlow, make_family
 from .flows import num_parameters
-from .objectives import logmeanexp, mean_and_stderr
+from .objectives import effective_sample_size, ess_summary, logmeanexp, mean_and_stderr
 from .results import provenance, results_dir, write_json
 from .targets import GaussianMixture, get_target
 from .training import (
@@ -72,6 +72,7 @@ __all__ = [
     "coverage",
     "downsample_curve",
     "evaluate",
+    "estimate_text",
     "run_cell",
     "load_cell",
     "committed_results",
@@ -283,7 +284,14 @@ def evaluate(family: VariationalFlow, target: GaussianMixture, config: MogConfig
       ``log (1/K) sum_k p(z_k) / q(z_k)`` averaged over groups of ``K = iw_k`` (the weights
       are the auxiliary ones for CIFs: their mean is still exactly ``Z``); ``log_z_all``
       uses all ``eval_samples`` at once. Both should approach ``log Z = 0``;
-    * ``coverage`` (9 fractions) and ``coverage_kl`` (``KL(c || 1/C)``).
+    * ``coverage`` (9 fractions) and ``coverage_kl`` (``KL(c || 1/C)``);
+    * ``ess``: the effective sample size behind each importance-sampled estimate
+      (:func:`~cifutils.objectives.ess_summary`: ``min``, ``median``, ``low_fraction``,
+      ``reliable``): ``log_z_iw`` per group of ``K``, ``log_z_all`` over all samples, and
+      ``marginal_elbo`` per point over the ``M`` u-samples (None for an explicit flow, whose
+      ``log q_Z`` is exact). An estimate that is not ``reliable`` (too many of its terms
+      below :data:`~cifutils.objectives.MIN_ESS` effective samples) is not meaningful,
+      however small its standard error: :func:`estimate_text` prints it as such.
 
     :func:`run_cell` adds ``spline_inside`` (:func:`spline_inside`) after drawing the stored
     samples, so that neither these metrics nor the samples depend on it.
@@ -297,6 +305,11 @@ def evaluate(family: VariationalFlow, target: GaussianMixture, config: MogConfig
     k = config.iw_k
     groups = log_w[: (log_w.numel() // k) * k].reshape(-1, k)
     log_z_iw, log_z_iw_se = mean_and_stderr(logmeanexp(groups, dim=1))
+    ess = {
+        "log_z_iw": ess_summary(effective_sample_size(groups, dim=1), k),
+        "log_z_all": ess_summary(effective_sample_size(log_w, dim=0), log_w.numel()),
+        "marginal_elbo": None,
+    }
     frac, kl = coverage(target, z)
     # Samples farther than 4 standard deviations from every mean (the target puts
     # exp(-8) ~ 0.03% of its mass there): nearest-component coverage hides these.
@@ -305,12 +318,14 @@ def evaluate(family: VariationalFlow, target: GaussianMixture, config: MogConfig
     f64 = copy.deepcopy(family).double()
     zm = z[: config.marginal_points].double()
     chunk = max(1, 200_000 // config.marginal_u_samples)
-    log_qz = torch.cat(
-        [
-            f64.marginal_log_prob(part, num_u_samples=config.marginal_u_samples)
-            for part in zm.split(chunk)
-        ]
-    )
+    parts = [
+        f64.marginal_log_prob(part, num_u_samples=config.marginal_u_samples, return_ess=True)
+        for part in zm.split(chunk)
+    ]
+    log_qz = torch.cat([log_q for log_q, _ in parts])
+    if family.is_cif:
+        marginal_ess = torch.cat([e for _, e in parts])
+        ess["marginal_elbo"] = ess_summary(marginal_ess, config.marginal_u_samples)
     marg_w = target.log_prob(zm) - log_qz
     if not torch.isfinite(marg_w).all():
         raise FloatingPointError("non-finite marginal log-weights at evaluation")
@@ -328,7 +343,25 @@ def evaluate(family: VariationalFlow, target: GaussianMixture, config: MogConfig
         "coverage_kl": kl,
         "modes_covered": int(sum(c > 0.01 for c in frac)),
         "far_fraction": far,
+        "ess": ess,
     }
+
+
+def estimate_text(metrics: dict[str, Any], key: str, digits: int = 4, show_ess: bool = True) -> str:
+    """``metrics[key]`` as text beside its effective sample size, e.g. ``"-0.7810 (ESS
+    median 85.1 of 100)"``; when its ``ess`` report (see :func:`evaluate`) says it is not
+    reliable, a flag around the number, e.g. ``"not meaningful (116863.1234; ESS median 1.0
+    of 100, 100% below 10)"``. Results written before ESS reports (and exact values) show
+    their number alone."""
+    value = f"{metrics[key]:.{digits}f}"
+    report = (metrics.get("ess") or {}).get(key)
+    if not report:
+        return value
+    ess = f"ESS median {report['median']:.1f} of {report['samples']:,}"
+    if report["reliable"]:
+        return f"{value} ({ess})" if show_ess else value
+    low = f"{100 * report['low_fraction']:.0f}% below {report['threshold']:g}"
+    return f"not meaningful ({value}; {ess}, {low})"
 
 
 def _rng_state() -> dict[str, Any]:
@@ -708,9 +741,15 @@ def summary_table(
             if any(key not in r for r in runs):
                 return "n/a"
             v = np.array([r[key] for r in runs], dtype=float)
+            reports = [(r.get("ess") or {}).get(key) for r in runs]
+            flag = (
+                " (not meaningful: low ESS)"
+                if any(e and not e["reliable"] for e in reports)
+                else ""
+            )
             if v.size == 1:
-                return f"{v[0]:.{0 if key == 'modes_covered' else digits}f}"
-            return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+                return f"{v[0]:.{0 if key == 'modes_covered' else digits}f}" + flag
+            return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" + flag
 
         inside = first_spline_inside(m, s, runs)
         rows.append(
@@ -1224,8 +1263,8 @@ def _run_one(
     m = result["metrics"]
     print(
         f"{out}: ELBO {m['elbo']:.4f} +- {m['elbo_se']:.4f}, marginal "
-        f"{m['marginal_elbo']:.4f}, log Z {m['log_z_iw']:.4f}, modes {m['modes_covered']}, "
-        f"{result['ms_per_step']} ms/step"
+        f"{estimate_text(m, 'marginal_elbo')}, log Z {estimate_text(m, 'log_z_iw')}, "
+        f"modes {m['modes_covered']}, {result['ms_per_step']} ms/step"
     )
     return 0, family
 

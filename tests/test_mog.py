@@ -463,3 +463,30 @@ def test_order_findings_compare_the_pairs():
     assert "no run of NSF + affine (no u)" in lines[0]
     assert "CIF-NSF (affine first) higher" in lines[2] and "difference +0.800" in lines[2]
     assert "tie" in lines[1]
+
+
+def test_ess_flags_the_degenerate_marginal_estimate_of_a_tiny_sigma0(tmp_path, capsys):
+    """At sigma_0 = 1e-4 the r-proposal misses the narrow set of u that reach each z: every
+    point's ESS is about 1 and the marginal ELBO (positive, above log Z = 0) is flagged.
+    At sigma_0 = 1, after a few more steps and with M = 100, it is not flagged."""
+    from cifutils.experiments import main
+    from cifutils.objectives import MIN_ESS
+
+    bad, _ = mog.run_cell(tiny(sigma0=1e-4, marginal_u_samples=50), None, progress=False)
+    report = bad["metrics"]["ess"]["marginal_elbo"]
+    assert not report["reliable"] and report["median"] < MIN_ESS and report["samples"] == 50
+    assert mog.estimate_text(bad["metrics"], "marginal_elbo").startswith("not meaningful (")
+    good, _ = mog.run_cell(tiny(steps=30, marginal_u_samples=100), None, progress=False)
+    assert good["metrics"]["ess"]["marginal_elbo"]["reliable"]
+    assert good["metrics"]["ess"]["log_z_iw"]["samples"] == 20
+    json.dumps(bad)  # JSON-ready
+    table = mog.summary_table({("cif-nsf", 1.0, 0): bad})
+    assert table["marginal ELBO"].iloc[0].endswith("(not meaningful: low ESS)")
+    # Results written before ESS reports print and tabulate their numbers as before.
+    old = {k: v for k, v in good["metrics"].items() if k != "ess"}
+    assert mog.estimate_text(old, "marginal_elbo") == f"{old['marginal_elbo']:.4f}"
+    assert "low ESS" not in mog.summary_table({("nsf", 1.0, 0): {"metrics": old}}).to_string()
+    args = ["mog", "--sigma0", "0.0001", "--budget", "smoke", "--steps", "2"]
+    assert main([*args, "--results", str(tmp_path), "--runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "marginal not meaningful (" in out and "log Z " in out and "ESS median" in out
