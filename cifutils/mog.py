@@ -37,7 +37,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ __all__ = [
     "MODELS",
     "SIGMA0S",
     "MogConfig",
+    "config_differences",
     "cell_name",
     "result_path",
     "build_model",
@@ -183,6 +184,23 @@ class MogConfig:
         )
         fields.update(overrides)
         return cls(**fields)
+
+
+def config_differences(stored: dict[str, Any], config: MogConfig) -> dict[str, tuple]:
+    """The fields in which a stored configuration (a result's or a checkpoint's
+    ``config``) differs from ``config``: ``name -> (stored, asked)``. A field the stored one
+    lacks (written before the field existed) counts as its default."""
+    defaults = {f.name: f.default for f in fields(MogConfig) if f.default is not MISSING}
+    out = {}
+    for key, value in asdict(config).items():
+        old = stored.get(key, defaults.get(key, MISSING))
+        if old != value:
+            out[key] = (None if old is MISSING else old, value)
+    return out
+
+
+def _differences_text(diff: dict[str, tuple]) -> str:
+    return ", ".join(f"{key} {old!r} there, {new!r} asked" for key, (old, new) in diff.items())
 
 
 def _sigma_label(sigma0: float) -> str:
@@ -408,8 +426,12 @@ def run_cell(
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
         state = load_checkpoint(path)
-        if state["config"] != asdict(config):
-            raise ValueError(f"checkpoint {path} belongs to another configuration")
+        diff = config_differences(state["config"], config)
+        if diff:
+            raise ValueError(
+                f"checkpoint {path} belongs to another configuration ({_differences_text(diff)})"
+                "; delete it to start this one, or use another checkpoint folder"
+            )
         family.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history = History.from_state_dict(state["history"])
@@ -1247,8 +1269,18 @@ def _run_one(
         print(f"{out.name}: re-evaluated")
         return 0, family
     if out.exists() and not args.force and not args.estimator:
-        print(f"{out}: exists, skipped")
-        return 0, None
+        # A result stands for the configuration it was computed with, overrides included.
+        diff = config_differences(json.loads(out.read_text()).get("config", {}), config)
+        if not diff:
+            print(f"{out}: exists, skipped")
+            return 0, None
+        print(
+            f"{out}: exists but was computed with another configuration "
+            f"({_differences_text(diff)}): kept, nothing computed. Rerun with --force to "
+            "replace it, or give another --results folder to keep both",
+            file=sys.stderr,
+        )
+        return 1, None
     if args.force and ckpt.exists() and not args.estimator:
         remove_checkpoint(ckpt)
     result, family = run_cell(config, ckpt, args.checkpoint_every, args.stop_after)
@@ -1276,11 +1308,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(args.results) if args.results else results_dir()
     budget = get_budget(args.budget)
     if args.all:
+        rc = 0
         for seed in args.seeds if args.seeds is not None else range(budget.mog_seeds):
             for model in args.models or MODELS:
                 for sigma0 in SIGMA0S:
-                    _run_one(args, model, sigma0, seed, root)
-        return 0
+                    rc = max(rc, _run_one(args, model, sigma0, seed, root)[0])
+        return rc
     rc, family = _run_one(args, args.model, args.sigma0, args.seed, root)
     if args.estimator:
         if family is None or not family.is_cif:

@@ -3,6 +3,7 @@ metrics."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -490,3 +491,39 @@ def test_ess_flags_the_degenerate_marginal_estimate_of_a_tiny_sigma0(tmp_path, c
     assert main([*args, "--results", str(tmp_path), "--runs", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "marginal not meaningful (" in out and "log Z " in out and "ESS median" in out
+
+
+def test_an_overridden_result_never_stands_in_for_the_standard_one(tmp_path, capsys):
+    from cifutils.experiments import main
+
+    common = ["mog", "--model", "nsf", "--budget", "smoke", "--results", str(tmp_path / "res")]
+    common += ["--runs", str(tmp_path / "runs")]
+    path = tmp_path / "res" / "mog" / "smoke" / "nsf_sigma1_seed0.json"
+    assert main([*common, "--steps", "3"]) == 0
+    capsys.readouterr()
+    # The smoke budget's own run (20 steps) finds the 3-step result: refused, not skipped.
+    assert main(common) == 1
+    out, err = capsys.readouterr()
+    assert "skipped" not in out
+    assert f"{path}: exists but was computed with another configuration (steps 3 there, 20 " in err
+    assert "--force" in err and json.loads(path.read_text())["config"]["steps"] == 3
+    assert main([*common, "--batch", "7", "--steps", "3"]) == 1
+    assert "batch 100 there, 7 asked" in capsys.readouterr().err
+    assert main([*common, "--steps", "3"]) == 0  # the same configuration: skipped
+    assert "exists, skipped" in capsys.readouterr().out
+    assert main([*common, "--force"]) == 0
+    assert json.loads(path.read_text())["config"]["steps"] == 20
+    assert main(common) == 0 and "exists, skipped" in capsys.readouterr().out
+    # A checkpoint of another configuration is still refused, naming the difference.
+    with pytest.raises(ValueError, match=r"another configuration \(steps 20 there, 5 asked\)"):
+        mog.run_cell(
+            mog.MogConfig.from_budget("nsf", 1.0, 0, "smoke", steps=5),
+            tmp_path / "runs" / "mog" / "smoke" / "nsf_sigma1_seed0.pt",
+        )
+
+
+def test_config_differences_treats_missing_fields_as_defaults():
+    config = tiny()
+    stored = {k: v for k, v in dataclasses.asdict(config).items() if k != "target"}
+    assert mog.config_differences(stored, config) == {}
+    assert mog.config_differences({**stored, "steps": 99}, config) == {"steps": (99, 6)}
