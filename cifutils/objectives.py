@@ -134,33 +134,50 @@ def iw_bound(log_w: Tensor, dim: int = -1) -> Tensor:
 
 
 def iw_bound_chunked(
-    sample_log_weights: Callable[[int], Tensor], num_samples: int, chunk_size: int = 500
-) -> Tensor:
+    sample_log_weights: Callable[[int], Tensor],
+    num_samples: int,
+    chunk_size: int = 500,
+    return_ess: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """The importance-weighted bound over ``num_samples`` samples drawn in chunks.
 
     Args:
         sample_log_weights: ``k -> log-weights of shape (..., k)`` for ``k`` fresh samples.
         num_samples: ``K``, the total number of samples per bound.
         chunk_size: samples drawn per call.
+        return_ess: also return the effective sample size of the ``K`` weights of each
+            bound (:func:`effective_sample_size`, accumulated over the chunks); the bound
+            is the same either way.
 
     Returns:
-        The bound, of the shape ``(...)`` that ``sample_log_weights`` gives.
+        The bound, of the shape ``(...)`` that ``sample_log_weights`` gives (and its ESS,
+        of the same shape, with ``return_ess``).
     """
     if num_samples < 1 or chunk_size < 1:
         raise ValueError(
             f"num_samples and chunk_size must be >= 1, got {num_samples}, {chunk_size}"
         )
+    log_sum_squares = None  # log sum_k w_k^2, for the ESS
 
     def chunks() -> Iterable[Tensor]:
+        nonlocal log_sum_squares
         left = num_samples
         while left > 0:
             k = min(chunk_size, left)
             log_w = sample_log_weights(k)
             _check_finite("log_w", log_w)
+            if return_ess:
+                part = torch.logsumexp(2 * log_w, dim=-1)
+                first = log_sum_squares is None
+                log_sum_squares = part if first else torch.logaddexp(log_sum_squares, part)
             yield log_w
             left -= k
 
-    return streaming_logmeanexp(chunks(), dim=-1)
+    bound = streaming_logmeanexp(chunks(), dim=-1)
+    if not return_ess:
+        return bound
+    log_sum = bound + math.log(num_samples)
+    return bound, torch.exp(2 * log_sum - log_sum_squares)
 
 
 def effective_sample_size(log_w: Tensor, dim: int = -1) -> Tensor:

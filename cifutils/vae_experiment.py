@@ -39,7 +39,7 @@ from .budgets import get_budget
 from .data import load_binarized
 from .fast import cache_constants
 from .flows import num_parameters
-from .objectives import mean_and_stderr
+from .objectives import ess_summary, mean_and_stderr
 from .results import provenance, results_dir, write_json
 from .training import (
     FlatAdam,
@@ -403,18 +403,21 @@ def train_together(
 
 @torch.no_grad()
 def auxiliary_gap(
-    vae: VAE, images: torch.Tensor, num_z: int = 5, num_u: int = 50
-) -> tuple[float, float]:
+    vae: VAE, images: torch.Tensor, num_z: int = 5, num_u: int = 50, return_ess: bool = False
+) -> tuple[float, float] | tuple[float, float, torch.Tensor]:
     """CIF only: mean and stderr of ``log q_aux(z, u) - log q_Z(z)`` over ``z ~ q(. | x)``,
     i.e. the estimated looseness of the auxiliary ELBO against the marginal ELBO,
     ``E_q[KL(q(u | z, x) || r(u | z, x))]``. ``log q_Z`` is the ``num_u``-sample
-    importance-sampling estimate (in float64), biased low, so the gap is biased low too."""
+    importance-sampling estimate (in float64), biased low, so the gap is biased low too.
+    With ``return_ess``, also each point's effective sample size over its ``num_u``
+    weights (the same estimate either way)."""
     post = copy.deepcopy(vae.posterior).double()
     x = images.double()
     out = post.forward_sample(num_z, x)
     rows = x.repeat_interleave(num_z, dim=0)
-    log_marginal = post.marginal_log_prob(out.z, rows, num_u_samples=num_u)
-    return mean_and_stderr(out.log_q - log_marginal)
+    log_marginal, ess = post.marginal_log_prob(out.z, rows, num_u_samples=num_u, return_ess=True)
+    mean, se = mean_and_stderr(out.log_q - log_marginal)
+    return (mean, se, ess) if return_ess else (mean, se)
 
 
 def amortization_gap(
@@ -465,12 +468,16 @@ def evaluate(vae: VAE, cfg: VAEConfig, splits=None, seed: int = 1234) -> dict:
         use = images if k <= 100 or cfg.large_k_limit is None else images[: cfg.large_k_limit]
         batch = max(1, per_call // k)
         chunk = k if device.type == "cuda" else 100
-        mean, se, _ = iw_log_likelihood(vae, use, k, batch_size=batch, chunk_size=chunk)
+        mean, se, _, ess = iw_log_likelihood(
+            vae, use, k, batch_size=batch, chunk_size=chunk, return_ess=True
+        )
         metrics[f"test_iw_k{k}"] = {"mean": mean, "stderr": se, "images": use.shape[0]}
+        metrics[f"test_iw_k{k}"]["ess"] = ess_summary(ess, k)
     subset = images[: cfg.gap_images]
     if cfg.gap_images and vae.posterior.is_cif:
-        mean, se = auxiliary_gap(vae, subset)
+        mean, se, ess = auxiliary_gap(vae, subset, num_u=50, return_ess=True)
         metrics["aux_vs_marginal_gap"] = {"mean": mean, "stderr": se, "images": cfg.gap_images}
+        metrics["aux_vs_marginal_gap"]["ess"] = ess_summary(ess, 50)
     if cfg.gap_images and cfg.amortization_steps:
         mean, se = amortization_gap(vae, subset, steps=cfg.amortization_steps)
         metrics["amortization_gap"] = {

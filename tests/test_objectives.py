@@ -96,3 +96,14 @@ def test_effective_sample_size_known_answers():
     assert report["low_fraction"] == 0.25 and not report["reliable"]
     assert report["threshold"] == MIN_ESS and report["median"] == 20.0
     assert ess_summary(torch.tensor(11.0), 50)["reliable"]
+
+
+def test_chunked_bound_with_ess_is_the_same_bound():
+    from cifutils.objectives import effective_sample_size
+
+    log_w = torch.randn(3, 1000, dtype=torch.float64) * 2
+    chunks = iter(log_w.split(300, dim=-1))
+    bound, ess = iw_bound_chunked(lambda k: next(chunks), 1000, chunk_size=300, return_ess=True)
+    chunks = iter(log_w.split(300, dim=-1))
+    assert torch.equal(bound, iw_bound_chunked(lambda k: next(chunks), 1000, chunk_size=300))
+    assert torch.allclose(ess, effective_sample_size(log_w))
