@@ -143,3 +143,12 @@ def test_good_values_and_defaults():
         with pytest.raises(SystemExit):
             p.parse_args(bad)
     assert cli.device(allow_auto=True)("auto") == "auto" and cli.device()("cpu") == "cpu"
+
+
+def test_mog_defaults_to_one_thread_and_says_why(monkeypatch, capsys):
+    parser = _parser("mog", monkeypatch)
+    assert parser.parse_args([]).threads == 1
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "2,325 ms per step against 32 ms with 1" in help_text
