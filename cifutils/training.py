@@ -363,12 +363,17 @@ def remove_checkpoint(path: str | os.PathLike) -> None:
 
 
 def _how_to_proceed(path: Path) -> str:
-    prev = previous_path(path)
-    text = f"To restart the run from the beginning, delete {path} and {checksum_path(path)}"
+    prev, side = previous_path(path), checksum_path(path)
+    delete = f"{path} and {side}" if side.exists() else f"{path}"
+    text = f"To restart the run from the beginning, delete {delete}"
     if prev.exists():
+        restore = f"mv {prev} {path}"
+        if checksum_path(prev).exists():
+            restore += f" && mv {checksum_path(prev)} {side}"
+        elif side.exists():
+            restore += f" && rm {side}"  # the kept one predates checksums
         text += (
-            f"; or restore the previous checkpoint (one save earlier; checked on load): "
-            f"mv {prev} {path} && mv {checksum_path(prev)} {checksum_path(path)}"
+            f"; or restore the previous checkpoint (one save earlier; checked on load): {restore}"
         )
     return text + "."
 

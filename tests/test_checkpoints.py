@@ -175,3 +175,15 @@ def test_vae_run_refuses_damaged_weights(tmp_path):
     checksum_path(path).unlink()  # without a checksum, the damage would go unseen
     with pytest.warns(UnverifiedCheckpointWarning):
         vx.load_run(cfg, path, cpu)
+
+
+def test_restore_instructions_fit_a_previous_checkpoint_without_checksum(tmp_path):
+    path = tmp_path / "c.pt"
+    torch.save(_state(0), path)  # legacy
+    save_checkpoint(path, _state(1))  # the legacy one becomes .prev, without a checksum
+    _flip_bit_in_a_tensor(path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    msg = str(info.value)
+    assert f"mv {previous_path(path)} {path} && rm {checksum_path(path)}" in msg
+    assert ".prev.sha256" not in msg
