@@ -188,8 +188,15 @@ class MogConfig:
 
 def config_differences(stored: dict[str, Any], config: MogConfig) -> dict[str, tuple]:
     """The fields in which a stored configuration (a result's or a checkpoint's
-    ``config``) differs from ``config``: ``name -> (stored, asked)``. A field the stored one
-    lacks (written before the field existed) counts as its default."""
+    ``config``) differs from ``config``: ``name -> (stored, asked)``. The stored one is read
+    back through :class:`MogConfig`, so a field it lacks (written before the field existed)
+    takes the value that class gives it (its default, or what ``__post_init__`` derives,
+    e.g. ``order`` from ``model``)."""
+    names = {f.name for f in fields(MogConfig)}
+    try:
+        stored = asdict(MogConfig(**{k: v for k, v in stored.items() if k in names}))
+    except (TypeError, ValueError):
+        pass  # not a whole configuration: compare the fields it has
     defaults = {f.name: f.default for f in fields(MogConfig) if f.default is not MISSING}
     out = {}
     for key, value in asdict(config).items():

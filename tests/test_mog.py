@@ -527,3 +527,10 @@ def test_config_differences_treats_missing_fields_as_defaults():
     stored = {k: v for k, v in dataclasses.asdict(config).items() if k != "target"}
     assert mog.config_differences(stored, config) == {}
     assert mog.config_differences({**stored, "steps": 99}, config) == {"steps": (99, 6)}
+    # Results and checkpoints written before `order` existed: derived from the model.
+    old = {k: v for k, v in dataclasses.asdict(config).items() if k != "order"}
+    assert mog.config_differences(old, config) == {}
+    assert mog.config_differences(old, tiny("cif-nsf-af")) == {
+        "model": ("cif-nsf", "cif-nsf-af"),
+        "order": ("spline-first", "affine-first"),
+    }
