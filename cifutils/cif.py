@@ -30,6 +30,7 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -88,6 +89,11 @@ class MLP(nn.Module):
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        hidden = tuple(hidden)
+        if not all(
+            isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden
+        ):
+            raise ValueError(f"hidden widths must be integers >= 1, got {hidden!r}")
         self.context_features = context_features
         sizes = [in_features + (context_features or 0), *hidden]
         parts: list[nn.Module] = []

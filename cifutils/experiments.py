@@ -17,6 +17,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from .training import CheckpointError
+
 __all__ = ["main", "COMMANDS"]
 
 #: Subcommand name -> module defining ``main(argv: list[str]) -> int``.
@@ -37,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\ncommands: " + ", ".join(sorted(COMMANDS)))
         return 0 if argv and argv[0] in {"-h", "--help"} else 2
     module = importlib.import_module(COMMANDS[argv[0]])
-    return int(module.main(argv[1:]) or 0)
+    try:
+        return int(module.main(argv[1:]) or 0)
+    except CheckpointError as err:  # a damaged checkpoint: say which and how to go on
+        print(f"{argv[0]}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

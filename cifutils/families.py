@@ -44,7 +44,7 @@ from .flows import (
     lu_permutation_stack,
     rq_autoregressive_step,
 )
-from .objectives import logmeanexp
+from .objectives import effective_sample_size, logmeanexp
 
 __all__ = [
     "GaussianBase",
@@ -303,8 +303,12 @@ class VariationalFlow(nn.Module):
         return log_weight + self.base.log_prob(w, context)
 
     def marginal_log_prob(
-        self, z: Tensor, context: Tensor | None = None, num_u_samples: int = 100
-    ) -> Tensor:
+        self,
+        z: Tensor,
+        context: Tensor | None = None,
+        num_u_samples: int = 100,
+        return_ess: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """``log q_Z(z)``: exact for explicit families; for CIFs the importance-sampling
         estimate with ``r`` as proposal,
 
@@ -322,19 +326,28 @@ class VariationalFlow(nn.Module):
             z: points, ``(n, d)``.
             context: one observation row per point, ``(n, ...)``, or None.
             num_u_samples: ``M`` (ignored by explicit families).
+            return_ess: also return the effective sample size of each point's ``M``
+                weights (:func:`~cifutils.objectives.effective_sample_size`; ``inf`` for
+                explicit families, whose value is exact). The estimate is the same either
+                way: no extra random numbers are drawn.
 
         Returns:
-            ``(n,)``.
+            ``(n,)``, or ``(log q_Z (n,), ess (n,))`` with ``return_ess``. A small ESS
+            (below :data:`~cifutils.objectives.MIN_ESS`) marks a point where ``r`` is a
+            poor proposal and the estimate is not meaningful, however precise it looks.
         """
         self._check_points(z, context)
         self._check_context(context)
         if not self.is_cif:
-            return self._inverse_log_prob(z, context)
+            exact = self._inverse_log_prob(z, context)
+            return (exact, torch.full_like(exact, math.inf)) if return_ess else exact
         _check_num_samples(num_u_samples)
         n, m = z.shape[0], num_u_samples
         zs = z.repeat(m, 1)
         rows = None if context is None else context.repeat(m, *([1] * (context.ndim - 1)))
-        return logmeanexp(self._inverse_log_prob(zs, rows).reshape(m, n), dim=0)
+        log_w = self._inverse_log_prob(zs, rows).reshape(m, n)
+        estimate = logmeanexp(log_w, dim=0)
+        return (estimate, effective_sample_size(log_w, dim=0)) if return_ess else estimate
 
 
 def gaussian_family(dim: int, loc: float = 0.0, scale: float = 1.0) -> VariationalFlow:

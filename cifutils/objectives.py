@@ -33,7 +33,25 @@ __all__ = [
     "streaming_logmeanexp",
     "iw_bound",
     "iw_bound_chunked",
+    "MIN_ESS",
+    "MAX_LOW_FRACTION",
+    "effective_sample_size",
+    "max_normalized_weight",
+    "ess_summary",
 ]
+
+#: Below this many effective samples an importance-sampled estimate is flagged as not
+#: meaningful. Why 10: the delta-method standard error of ``log mean w`` is about
+#: ``sqrt(1/ESS - 1/M)``, which only holds while many weights share the mass; below about
+#: 10 effective samples one or two weights decide the value (the largest normalized weight
+#: then exceeds ``1/sqrt(10) ~ 0.32`` or several share it), and the ESS computed from those
+#: same weights is itself unreliable. A low ESS says the proposal misses where the mass is;
+#: a high ESS does not prove the opposite (a proposal can miss a region entirely).
+MIN_ESS = 10.0
+#: A mean over many points or groups, each an importance-sampled estimate, is flagged when
+#: more than this share of them is below :data:`MIN_ESS`: a few poorly sampled terms move
+#: the mean by their small share, a tenth of them can decide it.
+MAX_LOW_FRACTION = 0.1
 
 
 def _check_finite(name: str, x: Tensor) -> None:
@@ -116,30 +134,92 @@ def iw_bound(log_w: Tensor, dim: int = -1) -> Tensor:
 
 
 def iw_bound_chunked(
-    sample_log_weights: Callable[[int], Tensor], num_samples: int, chunk_size: int = 500
-) -> Tensor:
+    sample_log_weights: Callable[[int], Tensor],
+    num_samples: int,
+    chunk_size: int = 500,
+    return_ess: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """The importance-weighted bound over ``num_samples`` samples drawn in chunks.
 
     Args:
         sample_log_weights: ``k -> log-weights of shape (..., k)`` for ``k`` fresh samples.
         num_samples: ``K``, the total number of samples per bound.
         chunk_size: samples drawn per call.
+        return_ess: also return the effective sample size of the ``K`` weights of each
+            bound (:func:`effective_sample_size`, accumulated over the chunks); the bound
+            is the same either way.
 
     Returns:
-        The bound, of the shape ``(...)`` that ``sample_log_weights`` gives.
+        The bound, of the shape ``(...)`` that ``sample_log_weights`` gives (and its ESS,
+        of the same shape, with ``return_ess``).
     """
     if num_samples < 1 or chunk_size < 1:
         raise ValueError(
             f"num_samples and chunk_size must be >= 1, got {num_samples}, {chunk_size}"
         )
+    log_sum_squares = None  # log sum_k w_k^2, for the ESS
 
     def chunks() -> Iterable[Tensor]:
+        nonlocal log_sum_squares
         left = num_samples
         while left > 0:
             k = min(chunk_size, left)
             log_w = sample_log_weights(k)
             _check_finite("log_w", log_w)
+            if return_ess:
+                part = torch.logsumexp(2 * log_w, dim=-1)
+                first = log_sum_squares is None
+                log_sum_squares = part if first else torch.logaddexp(log_sum_squares, part)
             yield log_w
             left -= k
 
-    return streaming_logmeanexp(chunks(), dim=-1)
+    bound = streaming_logmeanexp(chunks(), dim=-1)
+    if not return_ess:
+        return bound
+    log_sum = bound + math.log(num_samples)
+    return bound, torch.exp(2 * log_sum - log_sum_squares)
+
+
+def effective_sample_size(log_w: Tensor, dim: int = -1) -> Tensor:
+    """Kish's effective sample size of importance weights given as logs, along ``dim``:
+
+    .. math::
+
+        \\mathrm{ESS} = \\frac{(\\sum_m w_m)^2}{\\sum_m w_m^2}
+        = \\exp\\big(2\\,\\mathrm{logsumexp}(\\log w) - \\mathrm{logsumexp}(2 \\log w)\\big),
+
+    between 1 (one weight carries all the mass) and ``M`` (equal weights).
+
+    References:
+        Kong. A note on importance sampling using standardized weights. 1992.
+    """
+    return torch.exp(2 * torch.logsumexp(log_w, dim=dim) - torch.logsumexp(2 * log_w, dim=dim))
+
+
+def max_normalized_weight(log_w: Tensor, dim: int = -1) -> Tensor:
+    """The largest normalized weight ``max_m w_m / sum_m w_m`` along ``dim`` (in
+    ``[1/M, 1]``)."""
+    return torch.exp(log_w.max(dim=dim).values - torch.logsumexp(log_w, dim=dim))
+
+
+def ess_summary(
+    ess: Tensor,
+    num_samples: int,
+    threshold: float = MIN_ESS,
+    max_low_fraction: float = MAX_LOW_FRACTION,
+) -> dict:
+    """A JSON-ready report of the effective sample sizes ``ess`` of the importance-sampled
+    estimates behind one reported number (one per point or group, or a single one), each
+    from ``num_samples`` weights: ``samples``, ``threshold``, ``min``, ``median``,
+    ``low_fraction`` (the share below ``threshold``) and ``reliable`` (that share is at
+    most ``max_low_fraction``; a single estimate: its ESS reaches ``threshold``)."""
+    ess = ess.detach().double().flatten()
+    low = float((ess < threshold).double().mean())
+    return {
+        "samples": int(num_samples),
+        "threshold": float(threshold),
+        "min": round(float(ess.min()), 3),
+        "median": round(float(ess.median()), 3),
+        "low_fraction": low,
+        "reliable": low <= max_low_fraction,
+    }

@@ -5,15 +5,21 @@ continue from a non-finite loss or gradient: it raises :class:`NonFiniteError` n
 step *before* the optimizer touches the weights, so a model never carries NaN parameters.
 :func:`fit_vi` is the reverse-KL special case used throughout the book. :class:`FlatAdam`
 is Adam over a module whose parameters live in one flat tensor (the VAE experiment's
-optimizer on the CPU).
+optimizer on the CPU). :func:`save_checkpoint` writes a sha256 beside each checkpoint and
+keeps the one it replaces; :func:`load_checkpoint` refuses a file that does not match.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import math
 import os
 import random
+import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +40,12 @@ __all__ = [
     "fit",
     "fit_vi",
     "estimate_elbo",
+    "CheckpointError",
+    "UnverifiedCheckpointWarning",
+    "checksum_path",
+    "previous_path",
     "save_checkpoint",
+    "remove_checkpoint",
     "load_checkpoint",
     "FlatAdam",
     "clipped_parameters",
@@ -47,6 +58,15 @@ PROGRESS_ENV = "CIFUTILS_PROGRESS"
 
 class NonFiniteError(ValueError):
     """A loss or gradient became NaN or infinite; the message names the step."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be trusted (damaged, truncated, unreadable); the message
+    names the file and says how to proceed."""
+
+
+class UnverifiedCheckpointWarning(UserWarning):
+    """A checkpoint was loaded without a checksum to verify it against."""
 
 
 @dataclass
@@ -81,9 +101,10 @@ class History:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's generators (all devices)."""
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    """Seed Python's, NumPy's and torch's generators (all devices); ``seed`` in
+    ``[0, 2**32)``, NumPy's range (larger seeds were silently reduced modulo ``2**32``)."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -105,6 +126,15 @@ def progress_enabled() -> bool:
     """Whether progress bars are shown: ``$CIFUTILS_PROGRESS`` (default on); ``make execute``
     turns them off so that the rendered book carries no progress-bar text."""
     return os.environ.get(PROGRESS_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def _is_positive(value: Any, finite: bool = False) -> bool:
+    """Whether ``value`` (a number, NumPy or 0-d torch scalar) is ``> 0``: NaN is not."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return x > 0 and (math.isfinite(x) or not finite)
 
 
 def fit(
@@ -149,10 +179,10 @@ def fit(
     """
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    if lr <= 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    if clip is not None and clip <= 0:
-        raise ValueError(f"clip must be positive or None, got {clip!r}")
+    if not _is_positive(lr, finite=True):
+        raise ValueError(f"lr must be a finite positive number, got {lr!r}")
+    if clip is not None and not _is_positive(clip):
+        raise ValueError(f"clip must be a positive number (inf: no limit) or None, got {clip!r}")
     params = [p for p in module.parameters() if p.requires_grad]
     if optimizer is None:
         optimizer = torch.optim.Adam(params, lr=lr)
@@ -235,6 +265,9 @@ def estimate_elbo(
 ) -> tuple[float, float]:
     """The (auxiliary) ELBO of ``family`` for ``log_p`` by Monte Carlo, with its standard
     error: ``(mean, stderr)`` of ``log p(z) - log q(z)`` over ``num_samples`` draws."""
+    for name, value in (("num_samples", num_samples), ("chunk_size", chunk_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     parts = []
     left = num_samples
     while left > 0:
@@ -245,24 +278,149 @@ def estimate_elbo(
     return mean_and_stderr(torch.cat(parts))
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` with :func:`torch.save` atomically: to a temporary file in the same
-    folder, then renamed over ``path``, so an interrupted write never leaves a torn file."""
+def checksum_path(path: str | os.PathLike) -> Path:
+    """The checksum file of a checkpoint: ``<path>.sha256``, in ``sha256sum`` format (so
+    ``sha256sum -c checkpoint.pt.sha256`` checks it from its folder)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(path.name + ".sha256")
+
+
+def previous_path(path: str | os.PathLike) -> Path:
+    """Where :func:`save_checkpoint` keeps the checkpoint it replaced: ``<path>.prev`` (with
+    its own ``<path>.prev.sha256``)."""
+    path = Path(path)
+    return path.with_name(path.name + ".prev")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_new(path: Path, data: bytes) -> Path:
+    """``data`` in a new temporary file beside ``path``, flushed to disk; returns its path."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-        os.replace(tmp, path)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def _keep_previous(path: Path) -> None:
+    """Keep ``path`` and its checksum as ``<path>.prev`` before it is replaced: a hard link
+    (a copy where links are not supported), so ``path`` itself never goes missing."""
+    prev, side = previous_path(path), checksum_path(path)
+    for src, dst in ((path, prev), (side, checksum_path(prev))):
+        if not src.exists():
+            dst.unlink(missing_ok=True)  # a legacy checkpoint: no checksum to pair with it
+            continue
+        tmp = dst.with_name(dst.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` with :func:`torch.save` atomically and with a checksum.
+
+    The bytes go to a temporary file in the same folder, are read back and compared with
+    their sha256, and only then renamed over ``path``; the checkpoint it replaces is kept as
+    ``<path>.prev``; last, ``<path>.sha256`` (:func:`checksum_path`) is written atomically.
+    :func:`load_checkpoint` verifies the checksum, so a damaged file is refused instead of
+    resumed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    digest = _sha256(data)
+    tmp = _write_new(path, data)
+    try:
+        if _sha256(tmp.read_bytes()) != digest:
+            raise CheckpointError(f"{path}: the checkpoint read back differs from what was written")
+        if path.exists():
+            _keep_previous(path)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    side_tmp = _write_new(checksum_path(path), f"{digest}  {path.name}\n".encode())
+    os.replace(side_tmp, checksum_path(path))
+
+
+def remove_checkpoint(path: str | os.PathLike) -> None:
+    """Delete a checkpoint with its checksum and its kept previous version (to restart)."""
+    path = Path(path)
+    for p in (path, checksum_path(path), previous_path(path), checksum_path(previous_path(path))):
+        p.unlink(missing_ok=True)
+
+
+def _how_to_proceed(path: Path) -> str:
+    prev, side = previous_path(path), checksum_path(path)
+    delete = f"{path} and {side}" if side.exists() else f"{path}"
+    text = f"To restart the run from the beginning, delete {delete}"
+    if prev.exists():
+        restore = f"mv {prev} {path}"
+        if checksum_path(prev).exists():
+            restore += f" && mv {checksum_path(prev)} {side}"
+        elif side.exists():
+            restore += f" && rm {side}"  # the kept one predates checksums
+        text += (
+            f"; or restore the previous checkpoint (one save earlier; checked on load): {restore}"
+        )
+    return text + "."
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`."""
-    return torch.load(path, map_location=map_location, weights_only=False)
+    """Read a checkpoint written by :func:`save_checkpoint`, after checking its sha256.
+
+    A checkpoint without a checksum file (written before checksums were kept) is loaded
+    with an :class:`UnverifiedCheckpointWarning`; its next save writes one.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: the file does not match its checksum, or cannot be read or
+            unpickled; the message names the file and says how to proceed.
+    """
+    path = Path(path)
+    side = checksum_path(path)
+    data = path.read_bytes()
+    if side.exists():
+        recorded = side.read_text(errors="replace").split()
+        expected = recorded[0].lower() if recorded else ""
+        if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+            raise CheckpointError(
+                f"checksum file {side} of checkpoint {path} is unreadable (no sha256 in it). "
+                + _how_to_proceed(path)
+            )
+        actual = _sha256(data)
+        if actual != expected:
+            raise CheckpointError(
+                f"checkpoint {path} is damaged: its sha256 is {actual[:16]}... but {side.name} "
+                f"records {expected[:16]}... ({len(data):,} bytes on disk). "
+                + _how_to_proceed(path)
+            )
+    else:
+        warnings.warn(
+            f"checkpoint {path} has no checksum file {side.name} (written before checksums "
+            "were kept): loaded unverified; its next save writes one",
+            UnverifiedCheckpointWarning,
+            stacklevel=2,
+        )
+    try:
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
+    except Exception as err:
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({len(data):,} bytes; {type(err).__name__}: "
+            f"{str(err)[:200]}). " + _how_to_proceed(path)
+        ) from err
 
 
 class FlatAdam:

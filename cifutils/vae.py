@@ -330,22 +330,27 @@ def iw_log_likelihood(
     num_samples: int = 100,
     batch_size: int = 100,
     chunk_size: int = 100,
-) -> tuple[float, float, Tensor]:
+    return_ess: bool = False,
+) -> tuple[float, float, Tensor] | tuple[float, float, Tensor, Tensor]:
     """The importance-weighted bound on ``log p(x)`` with ``K = num_samples`` per image,
     averaged over ``images (N, 1, 28, 28)`` (already binarized).
 
     Returns ``(mean, stderr, per-image bounds (N,))``; the standard error is over images.
+    With ``return_ess``, also the effective sample size of each image's ``K`` weights
+    (``(N,)``; the same bounds either way).
     For a CIF posterior the weights use the auxiliary density, ``p(x, z) r(u | z, x) /
     q(z, u | x)``, which still gives a lower bound on ``log p(x)``.
     """
-    parts = []
+    parts, ess = [], []
     for start in range(0, images.shape[0], batch_size):
         xb = images[start : start + batch_size]
         draw = lambda k, xb=xb: vae.log_weights(xb, k)  # noqa: E731  (binds this batch)
-        parts.append(iw_bound_chunked(draw, num_samples, chunk_size))
+        out = iw_bound_chunked(draw, num_samples, chunk_size, return_ess=return_ess)
+        parts.append(out[0] if return_ess else out)
+        ess.extend([out[1]] if return_ess else [])
     bounds = torch.cat(parts)
     mean, stderr = mean_and_stderr(bounds)
-    return mean, stderr, bounds
+    return (mean, stderr, bounds, torch.cat(ess)) if return_ess else (mean, stderr, bounds)
 
 
 def parameter_counts(vae: VAE) -> dict[str, int]:

@@ -26,7 +26,6 @@ image, gradient-norm clip 5, up to ``budget.vae_max_epochs`` epochs, early stopp
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,11 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import cli
 from .budgets import get_budget
 from .data import load_binarized
 from .fast import cache_constants
 from .flows import num_parameters
-from .objectives import mean_and_stderr
+from .objectives import ess_summary, mean_and_stderr
 from .results import provenance, results_dir, write_json
 from .training import (
     FlatAdam,
@@ -403,18 +403,21 @@ def train_together(
 
 @torch.no_grad()
 def auxiliary_gap(
-    vae: VAE, images: torch.Tensor, num_z: int = 5, num_u: int = 50
-) -> tuple[float, float]:
+    vae: VAE, images: torch.Tensor, num_z: int = 5, num_u: int = 50, return_ess: bool = False
+) -> tuple[float, float] | tuple[float, float, torch.Tensor]:
     """CIF only: mean and stderr of ``log q_aux(z, u) - log q_Z(z)`` over ``z ~ q(. | x)``,
     i.e. the estimated looseness of the auxiliary ELBO against the marginal ELBO,
     ``E_q[KL(q(u | z, x) || r(u | z, x))]``. ``log q_Z`` is the ``num_u``-sample
-    importance-sampling estimate (in float64), biased low, so the gap is biased low too."""
+    importance-sampling estimate (in float64), biased low, so the gap is biased low too.
+    With ``return_ess``, also each point's effective sample size over its ``num_u``
+    weights (the same estimate either way)."""
     post = copy.deepcopy(vae.posterior).double()
     x = images.double()
     out = post.forward_sample(num_z, x)
     rows = x.repeat_interleave(num_z, dim=0)
-    log_marginal = post.marginal_log_prob(out.z, rows, num_u_samples=num_u)
-    return mean_and_stderr(out.log_q - log_marginal)
+    log_marginal, ess = post.marginal_log_prob(out.z, rows, num_u_samples=num_u, return_ess=True)
+    mean, se = mean_and_stderr(out.log_q - log_marginal)
+    return (mean, se, ess) if return_ess else (mean, se)
 
 
 def amortization_gap(
@@ -465,12 +468,16 @@ def evaluate(vae: VAE, cfg: VAEConfig, splits=None, seed: int = 1234) -> dict:
         use = images if k <= 100 or cfg.large_k_limit is None else images[: cfg.large_k_limit]
         batch = max(1, per_call // k)
         chunk = k if device.type == "cuda" else 100
-        mean, se, _ = iw_log_likelihood(vae, use, k, batch_size=batch, chunk_size=chunk)
+        mean, se, _, ess = iw_log_likelihood(
+            vae, use, k, batch_size=batch, chunk_size=chunk, return_ess=True
+        )
         metrics[f"test_iw_k{k}"] = {"mean": mean, "stderr": se, "images": use.shape[0]}
+        metrics[f"test_iw_k{k}"]["ess"] = ess_summary(ess, k)
     subset = images[: cfg.gap_images]
     if cfg.gap_images and vae.posterior.is_cif:
-        mean, se = auxiliary_gap(vae, subset)
+        mean, se, ess = auxiliary_gap(vae, subset, num_u=50, return_ess=True)
         metrics["aux_vs_marginal_gap"] = {"mean": mean, "stderr": se, "images": cfg.gap_images}
+        metrics["aux_vs_marginal_gap"]["ess"] = ess_summary(ess, 50)
     if cfg.gap_images and cfg.amortization_steps:
         mean, se = amortization_gap(vae, subset, steps=cfg.amortization_steps)
         metrics["amortization_gap"] = {
@@ -542,7 +549,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="python -m cifutils.experiments vae",
         description="Train and evaluate one VAE of Table 1 (resumable).",
     )
@@ -555,27 +562,38 @@ def main(argv: list[str] | None = None) -> int:
         help="model: small (the CPU edition) or table1 (default: table1 for the paper "
         "budget, small otherwise)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=cli.SEED, default=0)
     p.add_argument(
-        "--budget", default=None, help="smoke | book | paper (default: $CIFUTILS_BUDGET)"
+        "--budget",
+        type=cli.budget,
+        default=None,
+        help="smoke | book | paper (default: $CIFUTILS_BUDGET)",
     )
-    p.add_argument("--epochs", type=int, default=None, help="stop this invocation after N epochs")
+    p.add_argument(
+        "--epochs", type=cli.count(0), default=None, help="stop this invocation after N epochs"
+    )
     p.add_argument(
         "--time-limit",
-        type=float,
+        type=cli.POSITIVE,
         default=None,
         help="minutes of training in this invocation (then evaluate); resume later",
     )
-    p.add_argument("--test-k", type=int, nargs="+", default=None, help="K of the IW bound(s)")
-    p.add_argument("--test-limit", type=int, default=None, help="test images (default: all)")
+    p.add_argument(
+        "--test-k", type=cli.count(1), nargs="+", default=None, help="K of the IW bound(s)"
+    )
+    p.add_argument(
+        "--test-limit", type=cli.count(1), default=None, help="test images (default: all)"
+    )
     p.add_argument(
         "--large-k-limit",
-        type=int,
+        type=cli.count(1),
         default=None,
         help="evaluate K > 100 on only the first N of the test images",
     )
-    p.add_argument("--gap-images", type=int, default=0, help="test images for the gap estimates")
-    p.add_argument("--amortization-steps", type=int, default=0)
+    p.add_argument(
+        "--gap-images", type=cli.count(0), default=0, help="test images for the gap estimates"
+    )
+    p.add_argument("--amortization-steps", type=cli.count(0), default=0)
     p.add_argument("--runs-dir", default="runs/vae")
     p.add_argument("--out-dir", default=None, help="default: results/vae")
     p.add_argument("--no-eval", action="store_true", help="train only; write no JSON")
@@ -593,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=cli.count(1),
         default=1,
         help="torch CPU threads (1 is as fast for these small layers and robust on a "
         "shared machine, where 2 threads can be several times slower)",
@@ -606,7 +624,10 @@ def main(argv: list[str] | None = None) -> int:
         "layers on a CPU after a compilation of about half a minute; needs a C++ compiler)",
     )
     p.add_argument(
-        "--device", default="cpu", help="cpu (default), cuda, or auto (CUDA when available)"
+        "--device",
+        type=cli.device(allow_auto=True),
+        default="cpu",
+        help="cpu (default), cuda, or auto (CUDA when available)",
     )
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)

@@ -32,7 +32,6 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
@@ -44,6 +43,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from . import cli
 from .data import load_binarized
 from .results import provenance, write_json
 from .training import clipped_parameters, get_device
@@ -314,7 +314,7 @@ def parse_log(text: str) -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="python -m cifutils.experiments vae-many",
         description="Train several VAE runs of Table 1 together (CUDA graphs on a GPU).",
     )
@@ -326,14 +326,21 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="small or table1 (default: table1 for the paper budget, small otherwise)",
     )
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--budget", default=None, help="smoke | book | paper ($CIFUTILS_BUDGET)")
-    p.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
-    p.add_argument("--time-limit", type=float, default=None, help="minutes of training")
-    p.add_argument("--epochs", type=int, default=None, help="stop after N more epochs")
+    p.add_argument("--seeds", nargs="+", type=cli.SEED, default=[0])
+    p.add_argument(
+        "--budget", type=cli.budget, default=None, help="smoke | book | paper ($CIFUTILS_BUDGET)"
+    )
+    p.add_argument(
+        "--device",
+        type=cli.device(allow_auto=True),
+        default="auto",
+        help="cuda, cpu or auto (default)",
+    )
+    p.add_argument("--time-limit", type=cli.POSITIVE, default=None, help="minutes of training")
+    p.add_argument("--epochs", type=cli.count(0), default=None, help="stop after N more epochs")
     p.add_argument("--no-graphs", action="store_true", help="eager steps even on CUDA")
     p.add_argument("--runs-dir", default="runs/vae")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--threads", type=cli.count(1), default=1, help="torch CPU threads")
     p.add_argument("--summary", default=None, help="write a JSON summary of the runs here")
     p.add_argument(
         "--from-log",

@@ -7,17 +7,16 @@ CIF layers' extras (s/t, q and r networks), and the total (:func:`cifutils.vae.p
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
+from . import cli
 from .vae import ALL_POSTERIORS, ARCHITECTURES, print_parameter_counts
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="python -m cifutils.experiments params",
         description="Print the parameter count of every part of every VAE.",
     )

@@ -19,9 +19,9 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import shlex
 
+from . import cli
 from .budgets import get_budget
 from .vae import ALL_POSTERIORS, ARCHITECTURES
 from .vae_experiment import VAEConfig
@@ -73,16 +73,18 @@ def sweep_commands(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="python -m cifutils.experiments sweep",
         description="Print the VAE sweep as one resumable command per run.",
     )
-    p.add_argument("--budget", default=None, help="smoke | book | paper ($CIFUTILS_BUDGET)")
+    p.add_argument(
+        "--budget", type=cli.budget, default=None, help="smoke | book | paper ($CIFUTILS_BUDGET)"
+    )
     p.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     p.add_argument("--posteriors", nargs="+", choices=ALL_POSTERIORS, default=None)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="+", type=cli.SEED, default=[0, 1, 2])
     p.add_argument("--arch", choices=ARCHITECTURES, default=None)
-    p.add_argument("--time-limit", type=float, default=60.0, help="minutes per invocation")
+    p.add_argument("--time-limit", type=cli.POSITIVE, default=60.0, help="minutes per invocation")
     p.add_argument("--python", default="python", help="the interpreter in the commands")
     p.add_argument("--out-dir", default="results/vae", help="where the results go")
     p.add_argument(

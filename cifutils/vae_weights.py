@@ -98,7 +98,9 @@ def load_weights(
     found, expected = sha256_of(path), record["weights"]["sha256"]
     if found != expected:
         raise WeightsMismatchError(
-            f"{path}: SHA-256 {found} differs from {expected} recorded in {result}"
+            f"{path}: SHA-256 {found} differs from {expected} recorded in {result}: the file "
+            f"is damaged or belongs to another run. Restore the committed one (git checkout -- "
+            f"{path}) or write it again by evaluating the run with --save-weights"
         )
     config = record["provenance"]["config"]
     vae = make_vae(

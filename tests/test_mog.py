@@ -3,6 +3,7 @@ metrics."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -463,3 +464,73 @@ def test_order_findings_compare_the_pairs():
     assert "no run of NSF + affine (no u)" in lines[0]
     assert "CIF-NSF (affine first) higher" in lines[2] and "difference +0.800" in lines[2]
     assert "tie" in lines[1]
+
+
+def test_ess_flags_the_degenerate_marginal_estimate_of_a_tiny_sigma0(tmp_path, capsys):
+    """At sigma_0 = 1e-4 the r-proposal misses the narrow set of u that reach each z: every
+    point's ESS is about 1 and the marginal ELBO (positive, above log Z = 0) is flagged.
+    At sigma_0 = 1, after a few more steps and with M = 100, it is not flagged."""
+    from cifutils.experiments import main
+    from cifutils.objectives import MIN_ESS
+
+    bad, _ = mog.run_cell(tiny(sigma0=1e-4, marginal_u_samples=50), None, progress=False)
+    report = bad["metrics"]["ess"]["marginal_elbo"]
+    assert not report["reliable"] and report["median"] < MIN_ESS and report["samples"] == 50
+    assert mog.estimate_text(bad["metrics"], "marginal_elbo").startswith("not meaningful (")
+    good, _ = mog.run_cell(tiny(steps=30, marginal_u_samples=100), None, progress=False)
+    assert good["metrics"]["ess"]["marginal_elbo"]["reliable"]
+    assert good["metrics"]["ess"]["log_z_iw"]["samples"] == 20
+    json.dumps(bad)  # JSON-ready
+    table = mog.summary_table({("cif-nsf", 1.0, 0): bad})
+    assert table["marginal ELBO"].iloc[0].endswith("(not meaningful: low ESS)")
+    # Results written before ESS reports print and tabulate their numbers as before.
+    old = {k: v for k, v in good["metrics"].items() if k != "ess"}
+    assert mog.estimate_text(old, "marginal_elbo") == f"{old['marginal_elbo']:.4f}"
+    assert "low ESS" not in mog.summary_table({("nsf", 1.0, 0): {"metrics": old}}).to_string()
+    args = ["mog", "--sigma0", "0.0001", "--budget", "smoke", "--steps", "2"]
+    assert main([*args, "--results", str(tmp_path), "--runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "marginal not meaningful (" in out and "log Z " in out and "ESS median" in out
+
+
+def test_an_overridden_result_never_stands_in_for_the_standard_one(tmp_path, capsys):
+    from cifutils.experiments import main
+
+    common = ["mog", "--model", "nsf", "--budget", "smoke", "--results", str(tmp_path / "res")]
+    common += ["--runs", str(tmp_path / "runs")]
+    path = tmp_path / "res" / "mog" / "smoke" / "nsf_sigma1_seed0.json"
+    assert main([*common, "--steps", "3"]) == 0
+    capsys.readouterr()
+    # The smoke budget's own run (20 steps) finds the 3-step result: refused, not skipped.
+    assert main(common) == 1
+    out, err = capsys.readouterr()
+    assert "skipped" not in out
+    assert f"{path}: exists but was computed with another configuration (steps 3 there, 20 " in err
+    assert "--force" in err and json.loads(path.read_text())["config"]["steps"] == 3
+    assert main([*common, "--batch", "7", "--steps", "3"]) == 1
+    assert "batch 100 there, 7 asked" in capsys.readouterr().err
+    assert main([*common, "--steps", "3"]) == 0  # the same configuration: skipped
+    assert "exists, skipped" in capsys.readouterr().out
+    assert main([*common, "--force"]) == 0
+    assert json.loads(path.read_text())["config"]["steps"] == 20
+    assert main(common) == 0 and "exists, skipped" in capsys.readouterr().out
+    # A checkpoint of another configuration is still refused, naming the difference.
+    with pytest.raises(ValueError, match=r"another configuration \(steps 20 there, 5 asked\)"):
+        mog.run_cell(
+            mog.MogConfig.from_budget("nsf", 1.0, 0, "smoke", steps=5),
+            tmp_path / "runs" / "mog" / "smoke" / "nsf_sigma1_seed0.pt",
+        )
+
+
+def test_config_differences_treats_missing_fields_as_defaults():
+    config = tiny()
+    stored = {k: v for k, v in dataclasses.asdict(config).items() if k != "target"}
+    assert mog.config_differences(stored, config) == {}
+    assert mog.config_differences({**stored, "steps": 99}, config) == {"steps": (99, 6)}
+    # Results and checkpoints written before `order` existed: derived from the model.
+    old = {k: v for k, v in dataclasses.asdict(config).items() if k != "order"}
+    assert mog.config_differences(old, config) == {}
+    assert mog.config_differences(old, tiny("cif-nsf-af")) == {
+        "model": ("cif-nsf", "cif-nsf-af"),
+        "order": ("spline-first", "affine-first"),
+    }

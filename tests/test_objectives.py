@@ -74,3 +74,36 @@ def test_mean_and_stderr():
     mean, se = mean_and_stderr(x)
     assert mean == pytest.approx(2.5)
     assert se == pytest.approx(x.std().item() / 2)
+
+
+def test_effective_sample_size_known_answers():
+    from cifutils.objectives import (
+        MIN_ESS,
+        effective_sample_size,
+        ess_summary,
+        max_normalized_weight,
+    )
+
+    equal = torch.zeros(3, 50, dtype=torch.float64)
+    assert torch.allclose(effective_sample_size(equal), torch.full((3,), 50.0, dtype=torch.float64))
+    one = torch.tensor([0.0, -1e3, -1e3, -1e3], dtype=torch.float64)
+    assert effective_sample_size(one).item() == pytest.approx(1.0)
+    assert max_normalized_weight(one).item() == pytest.approx(1.0)
+    two = torch.log(torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64))  # 16 / 6
+    assert effective_sample_size(two, dim=0).item() == pytest.approx(16 / 6)
+    assert max_normalized_weight(two, dim=0).item() == pytest.approx(0.5)
+    report = ess_summary(torch.tensor([1.0, 20.0, 30.0, 40.0]), 50)
+    assert report["low_fraction"] == 0.25 and not report["reliable"]
+    assert report["threshold"] == MIN_ESS and report["median"] == 20.0
+    assert ess_summary(torch.tensor(11.0), 50)["reliable"]
+
+
+def test_chunked_bound_with_ess_is_the_same_bound():
+    from cifutils.objectives import effective_sample_size
+
+    log_w = torch.randn(3, 1000, dtype=torch.float64) * 2
+    chunks = iter(log_w.split(300, dim=-1))
+    bound, ess = iw_bound_chunked(lambda k: next(chunks), 1000, chunk_size=300, return_ess=True)
+    chunks = iter(log_w.split(300, dim=-1))
+    assert torch.equal(bound, iw_bound_chunked(lambda k: next(chunks), 1000, chunk_size=300))
+    assert torch.allclose(ess, effective_sample_size(log_w))

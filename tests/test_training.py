@@ -7,7 +7,14 @@ import torch
 
 from cifutils.budgets import BUDGETS, get_budget
 from cifutils.families import make_family
-from cifutils.training import NonFiniteError, fit, fit_vi, get_device, seed_everything
+from cifutils.training import (
+    NonFiniteError,
+    estimate_elbo,
+    fit,
+    fit_vi,
+    get_device,
+    seed_everything,
+)
 
 
 def test_non_finite_loss_stops_before_the_update_and_names_the_step():
@@ -109,3 +116,32 @@ def test_device_choice(monkeypatch):
 def test_seed_validation():
     with pytest.raises(ValueError, match="seed"):
         seed_everything(-1)
+
+
+def test_nan_clip_and_lr_are_refused_before_training():
+    family = make_family("gaussian", 2)
+    before = [p.detach().clone() for p in family.parameters()]
+    for kwargs, name in (({"clip": float("nan")}, "clip"), ({"lr": float("nan")}, "lr")):
+        with pytest.raises(ValueError, match=name):
+            fit_vi(family, lambda z: -z.pow(2).sum(1), steps=2, progress=False, **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(before, family.parameters()))
+    fit_vi(family, lambda z: -z.pow(2).sum(1), steps=1, clip=float("inf"), progress=False)
+
+
+def test_estimate_elbo_and_seed_ranges_are_validated():
+    family = make_family("gaussian", 2)
+    for kwargs, name in (({"num_samples": 0}, "num_samples"), ({"chunk_size": 0}, "chunk_size")):
+        with pytest.raises(ValueError, match=name):
+            estimate_elbo(family, lambda z: -z.pow(2).sum(1), **kwargs)
+    for seed in (2**32, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\)"):
+            seed_everything(seed)
+    seed_everything(2**32 - 1)
+
+
+@pytest.mark.parametrize("kind, kwargs", [("nsf", {"hidden": 0}), ("cif-nsf", {"hidden": -2})])
+def test_non_positive_hidden_widths_are_refused(kind, kwargs):
+    with pytest.raises(ValueError, match="hidden"):
+        make_family(kind, 2, **kwargs)
+    with pytest.raises(ValueError, match="hidden widths"):
+        make_family("cif-nsf", 2, cif_hidden=(10, 0))

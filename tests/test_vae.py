@@ -758,3 +758,20 @@ def test_table1_and_the_continued_runs(tmp_path, monkeypatch):
     assert len(ax.lines[0].get_xdata()) == 391 and ax.get_xlabel() == "epoch"
     assert list(ax.lines[1].get_xdata()) == [350]  # the best epoch
     plt.close(fig)
+
+
+def test_evaluation_reports_the_ess_of_its_importance_sampled_estimates():
+    torch.manual_seed(0)
+    vae = make_vae("cif-nsf").eval()
+    cfg = vx.VAEConfig(posterior="cif-nsf", test_k=[5], test_limit=6, gap_images=2)
+    m = vx.evaluate(vae, cfg, _fake_splits(20))
+    for key, k in (("test_iw_k5", 5), ("aux_vs_marginal_gap", 50)):
+        report = m[key]["ess"]
+        assert report["samples"] == k and 1 <= report["min"] <= report["median"] <= k
+    json.dumps(m)
+    x = torch.bernoulli(torch.full((4, 1, 28, 28), 0.3))
+    torch.manual_seed(1)
+    mean, _, bounds = iw_log_likelihood(vae, x, 7, chunk_size=3)
+    torch.manual_seed(1)
+    mean2, _, bounds2, ess = iw_log_likelihood(vae, x, 7, chunk_size=3, return_ess=True)
+    assert mean == mean2 and torch.equal(bounds, bounds2) and ess.shape == (4,)
