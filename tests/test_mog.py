@@ -563,3 +563,12 @@ def test_fast_layers_give_the_same_model_in_every_arrangement(model):
         torch.manual_seed(2)
         mb = fast.marginal_log_prob(z, num_u_samples=8)
     assert torch.allclose(ma, mb, atol=1e-8)
+
+
+def test_order_summary_names_each_figure():
+    elbos = {(m, s): [-0.1, -0.3] for m in mog.ABLATION for s in mog.SIGMA0S}
+    del elbos[("affine-nsf", 10.0)]
+    out = mog.order_summary(fake_results(elbos, seeds=(0, 1)))
+    assert out["af_elbo_01"] == pytest.approx(-0.2) and out["af_seeds"] == 2
+    assert out["nsf_far_10"] == pytest.approx(50.0) and out["sf_modes_1"] == 9
+    assert math.isnan(out["ctrl_elbo_10"])
