@@ -836,17 +836,19 @@ def order_summary(results: dict[tuple[str, float, int], dict[str, Any]]) -> dict
     model of :data:`ABLATION` (tags ``af``, ``sf``, ``ctrl``, ``nsf``) and ``sigma_0`` (tags
     ``01``, ``1``, ``10``) the mean ELBO over the seeds found (``<model>_elbo_<s>``), the
     share of samples far from every mode in percent (``<model>_far_<s>``) and the smallest
-    number of modes covered by a seed (``<model>_modes_<s>``); and ``af_seeds``, the fewest
-    seeds of an affine-first cell. Missing cells give NaN."""
+    number of modes covered by a seed (``<model>_modes_<s>``), the first spline's share of
+    inputs in range in percent (``<model>_inside_<s>``, :func:`first_spline_inside`); and
+    ``af_seeds`` and ``ctrl_seeds``, the fewest seeds of a cell of those models. Missing cells
+    give NaN."""
     tags = {"cif-nsf-af": "af", "cif-nsf": "sf", "affine-nsf": "ctrl", "nsf": "nsf"}
     out: dict[str, float] = {}
-    seeds = []
+    seeds: dict[str, list[int]] = {"af": [], "ctrl": []}
     for m, tag in tags.items():
         for s in SIGMA0S:
             stag = f"{s:g}".replace(".", "")
             runs = [r["metrics"] for k, r in sorted(results.items()) if k[:2] == (m, s)]
-            if m == "cif-nsf-af":
-                seeds.append(len(runs))
+            if tag in seeds:
+                seeds[tag].append(len(runs))
             out[f"{tag}_elbo_{stag}"] = (
                 float(np.mean([r["elbo"] for r in runs])) if runs else math.nan
             )
@@ -856,7 +858,10 @@ def order_summary(results: dict[tuple[str, float, int], dict[str, Any]]) -> dict
             out[f"{tag}_modes_{stag}"] = (
                 float(min(r["modes_covered"] for r in runs)) if runs else math.nan
             )
-    out["af_seeds"] = float(min(seeds))
+            inside = first_spline_inside(m, s, runs) if runs else None
+            out[f"{tag}_inside_{stag}"] = math.nan if inside is None else 100 * inside
+    for tag, counts in seeds.items():
+        out[f"{tag}_seeds"] = float(min(counts))
     return out
 
 

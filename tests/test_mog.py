@@ -571,4 +571,5 @@ def test_order_summary_names_each_figure():
     out = mog.order_summary(fake_results(elbos, seeds=(0, 1)))
     assert out["af_elbo_01"] == pytest.approx(-0.2) and out["af_seeds"] == 2
     assert out["nsf_far_10"] == pytest.approx(50.0) and out["sf_modes_1"] == 9
-    assert math.isnan(out["ctrl_elbo_10"])
+    assert math.isnan(out["ctrl_elbo_10"]) and out["ctrl_seeds"] == 0
+    assert out["nsf_inside_10"] == pytest.approx(100 * math.erf(0.3 / math.sqrt(2)) ** 2)
