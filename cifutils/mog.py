@@ -63,6 +63,9 @@ from .training import (
 )
 
 __all__ = [
+    "VARIANTS",
+    "LABELS",
+    "ABLATION",
     "MODELS",
     "SIGMA0S",
     "MogConfig",
@@ -113,8 +116,8 @@ LABELS = {
     "affine-nsf": "NSF + affine (no u)",
     "nsf": "NSF",
 }
-#: The two models of Figure 1, in the slides' row order (CIF on top): the CIF-NSF in the
-#: order that matches the slides' claim on this experiment (the ablation of chapter 5).
+#: The two models of Figure 1 in the slides' row order, CIF on top. The CIF-NSF is the one
+#: with the affine first, the order of the authors' code (chapter 5's ablation).
 MODELS = ("cif-nsf-af", "nsf")
 #: The models of the order ablation and its control, in table order.
 ABLATION = ("cif-nsf-af", "cif-nsf", "affine-nsf", "nsf")
@@ -817,9 +820,9 @@ def first_spline_inside(model: str, sigma0: float, runs: Sequence[dict]) -> floa
 def ablation_values(
     results: dict[tuple[str, float, int], dict[str, Any]], models: Sequence[str] = ABLATION
 ) -> tuple[dict, dict]:
-    """What :func:`~cifutils.plotting.plot_order_ablation` draws: ``(model, sigma0) ->``
-    the ELBO of every seed found, and ``-> `` the first spline's share inside its square
-    (:func:`first_spline_inside`; None where unknown)."""
+    """What :func:`cifutils.plotting.plot_order_ablation` draws: two dicts keyed by
+    ``(model, sigma0)``, the ELBO of every seed found, and the first spline's share of
+    inputs inside its square (:func:`first_spline_inside`; None where unknown)."""
     elbos, inside = {}, {}
     for m in models:
         for s in SIGMA0S:

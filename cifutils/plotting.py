@@ -25,6 +25,7 @@ __all__ = [
     "plot_rq_spline",
     "plot_validation_curves",
     "plot_continued_runs",
+    "plot_order_ablation",
 ]
 
 Bounds = tuple[float, float, float, float]
