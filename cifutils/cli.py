@@ -93,9 +93,9 @@ def count(low: int = 0) -> Number:
     return Number(int, low)
 
 
-#: A seed: an integer in ``[0, 2**32)`` (NumPy's seeds stop there).
+#: A seed, an integer in ``[0, 2**32)`` (NumPy's seeds stop there).
 SEED = Number(int, 0, 2**32 - 1)
-#: A finite number ``> 0``: scales, minutes.
+#: A finite number ``> 0``, for scales and minutes.
 POSITIVE = Number(float, 0.0, low_open=True)
 #: The checks given to bare ``type=int`` and ``type=float`` flags.
 _DEFAULTS: dict[type, Number] = {int: count(0), float: POSITIVE}

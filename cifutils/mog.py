@@ -99,10 +99,10 @@ __all__ = [
     "main",
 ]
 
-#: Every model of the experiment by name: (family, where each layer's affine sits). The
-#: CIF-NSF in the slides' order (spline, then the ``u``-indexed affine) and in the order of
-#: the authors' experiment code (affine first), the control that keeps an affine before each
-#: spline but drops the index ``u``, and the NSF.
+#: Every model of the experiment by name, each with its family and where each layer's affine
+#: sits. The CIF-NSF in the slides' order (spline, then the ``u``-indexed affine) and in the
+#: order of the authors' experiment code (affine first), the control that keeps an affine
+#: before each spline but drops the index ``u``, and the NSF.
 VARIANTS: dict[str, tuple[str, str | None]] = {
     "cif-nsf": ("cif-nsf", "spline-first"),
     "cif-nsf-af": ("cif-nsf", "affine-first"),
