@@ -629,9 +629,14 @@ def provenance_note(
     return _wrap(prefix + text, width)
 
 
+def _cell_metrics(results: dict, model: str, sigma0: float) -> list[dict[str, Any]]:
+    """The ``metrics`` of every seed of one cell, in seed order."""
+    return [r["metrics"] for k, r in sorted(results.items()) if k[:2] == (model, sigma0)]
+
+
 def _values(results: dict, model: str, sigma0: float, key: str) -> np.ndarray | None:
     """The metric ``key`` of every seed of one cell, in seed order (None if a run lacks it)."""
-    runs = [r["metrics"] for (m, s, _), r in sorted(results.items()) if (m, s) == (model, sigma0)]
+    runs = _cell_metrics(results, model, sigma0)
     if any(key not in r for r in runs):
         return None
     return np.array([r[key] for r in runs], dtype=float)
@@ -768,7 +773,7 @@ def summary_table(
     order = list(ABLATION)
     keys = sorted({(m, s) for m, s, _ in results}, key=lambda k: (k[1], order.index(k[0])))
     for m, s in keys:
-        runs = [r["metrics"] for (mm, ss, _), r in sorted(results.items()) if (mm, ss) == (m, s)]
+        runs = _cell_metrics(results, m, s)
 
         def fmt(key: str, digits: int = 3, runs: list = runs) -> str:
             if any(key not in r for r in runs):
@@ -826,9 +831,7 @@ def ablation_values(
     elbos, inside = {}, {}
     for m in models:
         for s in SIGMA0S:
-            runs = [
-                r["metrics"] for (mm, ss, _), r in sorted(results.items()) if (mm, ss) == (m, s)
-            ]
+            runs = _cell_metrics(results, m, s)
             elbos[m, s] = [r["elbo"] for r in runs]
             inside[m, s] = first_spline_inside(m, s, runs) if runs else None
     return elbos, inside
@@ -849,7 +852,7 @@ def order_summary(results: dict[tuple[str, float, int], dict[str, Any]]) -> dict
     for m, tag in tags.items():
         for s in SIGMA0S:
             stag = f"{s:g}".replace(".", "")
-            runs = [r["metrics"] for k, r in sorted(results.items()) if k[:2] == (m, s)]
+            runs = _cell_metrics(results, m, s)
             if tag in seeds:
                 seeds[tag].append(len(runs))
             out[f"{tag}_elbo_{stag}"] = (
