@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from cifutils.mog import build_model
+from cifutils.experiments.mog import build_model
 from cifutils.targets import get_target
 
 

@@ -18,8 +18,9 @@ Evaluation throughput is the importance-weighted bound with K = 100 per image.
 
 ``--grouping`` prints, instead, a paired comparison for the CIF-NSF: its r-networks' image
 work grouped over the ten layers and the K samples (the default,
-:meth:`~cifutils.fast.FastImageRNet.group_context`) against each layer doing its own on the
-repeated images (``group_contexts = False``), the two alternating within every repeat.
+:meth:`~cifutils.experiments.vae.fast_layers.FastImageRNet.group_context`) against each
+layer doing its own on the repeated images (``group_contexts = False``), the two alternating
+within every repeat.
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ import time
 
 import torch
 
+from cifutils.experiments.vae import iw_log_likelihood, make_vae, training_loss
 from cifutils.training import FlatAdam, clipped_parameters
-from cifutils.vae import iw_log_likelihood, make_vae
-from cifutils.vae_experiment import training_loss
 
 
 def _images(n: int, seed: int = 0) -> torch.Tensor:

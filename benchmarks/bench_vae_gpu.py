@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from cifutils.data import load_binarized
-from cifutils.vae_experiment import VAEConfig, load_run
-from cifutils.vae_multi import _capture, _Run, _step
+from cifutils.experiments.vae import VAEConfig, load_run
+from cifutils.experiments.vae.multi import _capture, _Run, _step
 
 
 def _make(posterior: str, seed: int, graphs: bool, splits) -> _Run:

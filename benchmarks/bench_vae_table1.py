@@ -45,9 +45,8 @@ import time
 
 import torch
 
+from cifutils.experiments.vae import POSTERIORS, make_vae, training_loss
 from cifutils.training import FlatAdam, clipped_parameters
-from cifutils.vae import POSTERIORS, make_vae
-from cifutils.vae_experiment import training_loss
 
 BATCH = 100
 

@@ -14,7 +14,7 @@ import time
 import torch
 
 from cifutils import get_target
-from cifutils.mog import coverage
+from cifutils.experiments.mog import coverage
 from cifutils.plotting import fit_family
 from cifutils.training import estimate_elbo
 

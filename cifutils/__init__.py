@@ -1,14 +1,23 @@
 """cifutils: variational inference with continuously-indexed normalizing flows.
 
-The modules, one concept each:
+The core library, one concept per module:
 
-* :mod:`cifutils.flows` -- rational-quadratic spline flows (nflows);
+* :mod:`cifutils.flows` -- rational-quadratic spline flows (nflows), LU-linear layers;
 * :mod:`cifutils.cif` -- CIF layers ``z = G(w; u)`` and their ``q(u | w)``, ``r(u | z)``;
 * :mod:`cifutils.families` -- Gaussian, NSF and CIF-NSF variational families;
-* :mod:`cifutils.objectives` -- ELBO, auxiliary ELBO, importance-weighted bounds;
+* :mod:`cifutils.objectives` -- ELBO, auxiliary ELBO, importance-weighted bounds, ESS;
 * :mod:`cifutils.targets` -- 2-D targets with known normalizing constants;
+* :mod:`cifutils.exact` -- small CIFs computed exactly by quadrature;
+* :mod:`cifutils.fast` -- faster, equal-valued spline layers;
 * :mod:`cifutils.training` -- seeding, devices, the fit loop, checkpoints;
-* :mod:`cifutils.budgets` -- the ``smoke`` / ``book`` / ``paper`` budgets.
+* :mod:`cifutils.budgets` -- the ``smoke`` / ``book`` / ``paper`` budgets;
+* :mod:`cifutils.data` -- binarized MNIST and Fashion-MNIST, checksummed;
+* :mod:`cifutils.results` -- JSON results with provenance, and glue for the book;
+* :mod:`cifutils.cli` -- argument checks shared by the command lines;
+* :mod:`cifutils.plotting` -- the core chapters' figures.
+
+The book's two experiments are built on top, in :mod:`cifutils.experiments` (the core never
+imports from there).
 """
 
 from .budgets import Budget, get_budget

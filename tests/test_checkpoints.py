@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifutils import vae_experiment as vx
 from cifutils.experiments import main as experiments
+from cifutils.experiments import vae as vx
 from cifutils.training import (
     CheckpointError,
     UnverifiedCheckpointWarning,

@@ -1,4 +1,4 @@
-"""Tests of the Gaussian-mixture experiment (cifutils.mog): CLI, resume, provenance,
+"""Tests of the Gaussian-mixture experiment (cifutils.experiments.mog): CLI, resume, provenance,
 metrics."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from cifutils import mog
+from cifutils.experiments import mog
+from cifutils.experiments.mog import estimators as mog_estimators
+from cifutils.experiments.mog import training as mog_training
 from cifutils.targets import get_target
 
 
@@ -203,7 +205,10 @@ def test_estimator_study_skips_what_exceeds_max_rows_and_plots_the_rest():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cifutils.plotting import plot_estimator_differences, plot_estimator_study
+    from cifutils.experiments.mog.figures import (
+        plot_estimator_differences,
+        plot_estimator_study,
+    )
 
     torch.manual_seed(0)
     family = mog.build_model("cif-nsf", 1.0)
@@ -239,7 +244,7 @@ def test_marginal_log_q_keeps_each_point_with_its_own_rows(chunk_rows, m):
         return 3 * rows[:, 0] - rows[:, 1]
 
     z = torch.randn(9, 2, dtype=torch.float64)
-    out = mog._marginal_log_q(log_weights, z, m, chunk_rows)
+    out = mog_estimators._marginal_log_q(log_weights, z, m, chunk_rows)
     torch.testing.assert_close(out, 3 * z[:, 0] - z[:, 1])
     assert max(calls) <= max(chunk_rows, m) and sum(calls) == 9 * m
     if m > chunk_rows:
@@ -280,10 +285,10 @@ def test_compiled_estimator_repetition_equals_eager(needs_a_compiler):
 
     torch.manual_seed(0)
     family = accelerate(mog.build_model("cif-nsf", 1.0).double())
-    target = get_target("mog9")
+    target, Unit = get_target("mog9"), mog_estimators._EstimatorUnit
     # N = 16: M = N and M = sqrt(N) both fill calls of exactly 64 rows, the compiled shape
-    eager = mog._EstimatorUnit(family, target, ("N", "sqrtN"), 64, None, 7, compiled=False)
-    compiled = mog._EstimatorUnit(family, target, ("N", "sqrtN"), 64, None, 7, compiled=True)
+    eager = Unit(family, target, ("N", "sqrtN"), 64, None, 7, compiled=False)
+    compiled = Unit(family, target, ("N", "sqrtN"), 64, None, 7, compiled=True)
     a, b = eager((16, 0)), compiled((16, 0))
     assert compiled._fn is not None  # the compiled path ran
     assert a.keys() == b.keys() == {"n", "rep", "aux", "marg_N", "marg_sqrtN"}
@@ -389,7 +394,7 @@ def test_committed_results_loads_without_training(tmp_path, monkeypatch):
     from cifutils import results as results_mod
 
     monkeypatch.setattr(results_mod, "results_dir", lambda: tmp_path)
-    monkeypatch.setattr(mog, "results_dir", lambda: tmp_path)
+    monkeypatch.setattr(mog_training, "results_dir", lambda: tmp_path)
     assert mog.committed_results("book") == {}
     path = tmp_path / mog.result_path("book", "nsf", 10.0, 2)
     path.parent.mkdir(parents=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,11 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from cifutils import vae_experiment as vx
 from cifutils.data import BinarizedImages, BinarizedSplits
-from cifutils.fast import FastRQAutoregressive, accelerate, rq_spline
+from cifutils.experiments import vae as vx
+from cifutils.experiments.vae import cli as vae_cli
+from cifutils.experiments.vae import config as vae_config
+from cifutils.experiments.vae import iw_log_likelihood, make_vae
+from cifutils.experiments.vae import training as vae_training
+from cifutils.experiments.vae.fast_layers import accelerate
+from cifutils.experiments.vae.networks import ImageRNet
+from cifutils.fast import FastRQAutoregressive, rq_spline
 from cifutils.flows import num_parameters, rq_autoregressive_step
-from cifutils.vae import ImageRNet, iw_log_likelihood, make_vae
+from cifutils.training import load_checkpoint
 
 
 def _perturbed_step(dtype: torch.dtype, seed: int = 0, hidden: int = 44, context=None):
@@ -180,7 +187,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert s_res["history"] == s_full["history"] | {"epoch_s": s_res["history"]["epoch_s"]}
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
-    ckpt = vx.load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    ckpt = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert {"model", "optimizer", "data_rng", "torch_rng", "state", "best_model"} <= ckpt.keys()
     with pytest.raises(ValueError, match="other settings"):
         vx.train(vx.VAEConfig(posterior="nsf", max_epochs=2), tmp_path / "b", splits=splits)
@@ -192,7 +199,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch):
     def fake_epoch(vae, data, opt, cfg, gen, train, device=None, loss_fn=None):
         return -200.0 if train else next(vals)
 
-    monkeypatch.setattr(vx, "_epoch", fake_epoch)
+    monkeypatch.setattr(vae_training, "_epoch", fake_epoch)
     cfg = vx.VAEConfig(max_epochs=10, patience=2)
     _, state = vx.train(cfg, tmp_path, splits=_fake_splits(20), log=lambda *_: None)
     assert state["done"] and state["epoch"] == 4 and state["best_epoch"] == 2
@@ -206,8 +213,8 @@ def test_time_limit_stops_before_an_epoch_that_would_overrun(tmp_path, monkeypat
         clock[0] += 10.0 if train else 0.0
         return -100.0 if train else -100.0 + clock[0]  # always improving
 
-    monkeypatch.setattr(vx, "_epoch", fake_epoch)
-    monkeypatch.setattr(vx, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(vae_training, "_epoch", fake_epoch)
+    monkeypatch.setattr(vae_training, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     cfg = vx.VAEConfig(max_epochs=10, patience=2)
     splits, quiet = _fake_splits(20), lambda *_: None
     _, state = vx.train(cfg, tmp_path, splits=splits, log=quiet, time_limit=25.0)
@@ -220,7 +227,7 @@ def test_time_limit_stops_before_an_epoch_that_would_overrun(tmp_path, monkeypat
 
 
 def test_eval_if_complete_waits_for_the_end_of_training(tmp_path, monkeypatch):
-    monkeypatch.setattr(vx, "load_binarized", lambda *a, **k: _fake_splits(100))
+    monkeypatch.setattr(vae_cli, "load_binarized", lambda *a, **k: _fake_splits(100))
     out = tmp_path / "out" / "mnist-gaussian-seed0-smoke.json"
     argv = ["--budget", "smoke", "--runs-dir", str(tmp_path / "runs"), "--out-dir"]
     argv += [str(tmp_path / "out"), "--test-k", "5", "--test-limit", "10", "--eval-if-complete"]
@@ -232,7 +239,7 @@ def test_eval_if_complete_waits_for_the_end_of_training(tmp_path, monkeypatch):
 
 
 def test_command_line_writes_result(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(vx, "load_binarized", lambda *a, **k: _fake_splits(100))
+    monkeypatch.setattr(vae_cli, "load_binarized", lambda *a, **k: _fake_splits(100))
     argv = [
         "--posterior",
         "nsf",
@@ -285,7 +292,7 @@ def test_real_loader_feeds_the_model(tmp_path):
 
 
 def test_fast_r_net_equals_the_convolutional_one():
-    from cifutils.fast import FastImageRNet
+    from cifutils.experiments.vae.fast_layers import FastImageRNet
 
     torch.manual_seed(0)
     slow = ImageRNet(20, 2).double()
@@ -306,7 +313,7 @@ def test_fast_r_net_equals_the_convolutional_one():
 def test_grouped_r_networks_equal_the_convolutional_ones(samples):
     """A flow of fast r-networks prepares the image parts of all layers at once, per image
     rather than per sample: the same weights, values and gradients as the convolutions."""
-    from cifutils.fast import ImageContext
+    from cifutils.experiments.vae.fast_layers import ImageContext
 
     torch.manual_seed(0)
     slow = make_vae("cif-nsf", fast=False).double()
@@ -336,8 +343,8 @@ def test_fast_encoder_and_decoder_equal_the_convolutional_ones():
     """The matrix-product encoder and decoder give the convolutions' outputs and gradients
     (parameters and, for the decoder, its input), and the same function after training
     moves the weights away from their initialization."""
-    from cifutils.fast import FastDecoder, FastEncoder
-    from cifutils.vae import Decoder, Encoder
+    from cifutils.experiments.vae.fast_layers import FastDecoder, FastEncoder
+    from cifutils.experiments.vae.networks import Decoder, Encoder
 
     torch.manual_seed(0)
     x = (torch.rand(12, 1, 28, 28) < 0.4).double()
@@ -436,9 +443,11 @@ def test_compiled_training_is_recorded(tmp_path, needs_a_compiler):
 
 
 def test_default_runs_dir(tmp_path, monkeypatch):
-    root = Path(vx.__file__).resolve().parent.parent
+    root = Path(vae_config.__file__).resolve().parents[3]
     assert vx.default_runs_dir() == root / "runs" / "vae"  # in this checkout
-    monkeypatch.setattr(vx, "__file__", str(tmp_path / "site-packages/cifutils/vae_experiment.py"))
+    monkeypatch.setattr(
+        vae_config, "__file__", str(tmp_path / "site-packages/cifutils/experiments/vae/config.py")
+    )
     monkeypatch.chdir(tmp_path)  # an installed package: the working directory's runs/vae
     assert vx.default_runs_dir() == tmp_path / "runs" / "vae"
 
@@ -448,7 +457,7 @@ def test_train_together_returns_the_best_weights_of_each_run(tmp_path, monkeypat
     """Both ways of training the chapter's live runs (one after the other, or side by side as
     on a GPU, here eagerly on the CPU) train every run to its end and return the VAE with
     the weights that the checkpoint keeps as the best."""
-    from cifutils import vae_multi
+    from cifutils.experiments.vae import multi as vae_multi
 
     splits = _fake_splits(100)
     monkeypatch.setattr(vae_multi, "load_binarized", lambda name, limit=None: splits)
@@ -462,7 +471,7 @@ def test_train_together_returns_the_best_weights_of_each_run(tmp_path, monkeypat
     for cfg in cfgs:
         vae, state = out[cfg.name]
         assert state["done"] and state["epoch"] == 2 and not vae.training
-        best = vx.load_checkpoint(tmp_path / cfg.name / "checkpoint.pt")["best_model"]
+        best = load_checkpoint(tmp_path / cfg.name / "checkpoint.pt")["best_model"]
         for name, value in vae.state_dict().items():
             assert torch.equal(value, best[name]), name
 
@@ -470,7 +479,7 @@ def test_train_together_returns_the_best_weights_of_each_run(tmp_path, monkeypat
 def test_train_many_matches_the_single_run_format(tmp_path, monkeypatch):
     """Runs trained together (eagerly on the CPU) leave checkpoints the single-run loop
     resumes, stop at the epoch cap, and keep one history entry per epoch."""
-    from cifutils import vae_multi
+    from cifutils.experiments.vae import multi as vae_multi
 
     splits = {"mnist": _fake_splits(100, 0), "fashion-mnist": _fake_splits(120, 1)}
     monkeypatch.setattr(vae_multi, "load_binarized", lambda name, limit=None: splits[name])
@@ -489,7 +498,7 @@ def test_train_many_matches_the_single_run_format(tmp_path, monkeypatch):
     hist = states[cfgs[1].name]["history"]["train_elbo"]
     assert hist[-1] > hist[0]
     # the single-run loop picks a checkpoint up: one more epoch after raising the cap
-    more = vx.VAEConfig(**{**vx.asdict(cfgs[0]), "max_epochs": 3})
+    more = vx.VAEConfig(**{**dataclasses.asdict(cfgs[0]), "max_epochs": 3})
     with pytest.raises(ValueError, match="other settings"):
         vx.train(more, tmp_path / cfgs[0].name, splits=splits["mnist"], log=lambda *_: None)
     _, st = vx.train(cfgs[0], tmp_path / cfgs[0].name, splits=splits["mnist"], log=print)
@@ -505,7 +514,8 @@ def test_train_many_matches_the_single_run_format(tmp_path, monkeypatch):
 
 
 def test_log_of_many_runs_is_read_back(tmp_path):
-    from cifutils import plotting, vae_multi
+    from cifutils.experiments.vae import figures as plotting
+    from cifutils.experiments.vae import multi as vae_multi
 
     log = (
         "2 runs ready on cuda in 1.0 s\n"
@@ -539,7 +549,7 @@ def test_image_patches_are_computed_once_per_image(monkeypatch):
     """The encoder and the r-networks of the ten CIF layers share one im2col of the images
     (not of their rows repeated per sample); the same unchanged images passed again reuse
     it, and a changed image (new tensor or an in-place write) is never served stale patches."""
-    import cifutils.fast as fast
+    from cifutils.experiments.vae import fast_layers as fast
 
     torch.manual_seed(0)
     vae = make_vae("cif-nsf")
@@ -751,7 +761,7 @@ def test_table1_and_the_continued_runs(tmp_path, monkeypatch):
     assert row["Table 1 cell"] == "-98.00 (63, 63, 63 epochs)" and row["slides"] == "-87.37"
     import matplotlib.pyplot as plt
 
-    from cifutils import plotting
+    from cifutils.experiments.vae import figures as plotting
 
     fig, ax = plt.subplots()
     assert plotting.plot_continued_runs(long, "mnist", ax=ax) is ax

@@ -15,21 +15,22 @@ import numpy as np
 import pytest
 import torch
 
-from cifutils import vae_experiment as vx
 from cifutils.cif import CIFLayer
 from cifutils.data import BinarizedImages, BinarizedSplits, DataNotFoundError, load_binarized
-from cifutils.fast import FastImageRNet, FastRQAutoregressive, accelerate
-from cifutils.flows import LULinear
-from cifutils.training import checksum_path
-from cifutils.vae import (
-    ImageRNet,
-    ResDecoder,
+from cifutils.experiments import vae as vx
+from cifutils.experiments.vae import cli as vae_cli
+from cifutils.experiments.vae import (
     iw_log_likelihood,
     make_vae,
     parameter_counts,
 )
-from cifutils.vae_sweep import sweep_commands
-from cifutils.vae_weights import WeightsMismatchError, load_weights
+from cifutils.experiments.vae.fast_layers import FastImageRNet, accelerate
+from cifutils.experiments.vae.networks import ImageRNet, ResDecoder
+from cifutils.experiments.vae.sweep import sweep_commands
+from cifutils.experiments.vae.weights import WeightsMismatchError, load_weights
+from cifutils.fast import FastRQAutoregressive
+from cifutils.flows import LULinear
+from cifutils.training import checksum_path
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = lambda *_: None  # noqa: E731
@@ -290,7 +291,7 @@ def test_table1_smoke_run_resumes_as_if_uninterrupted(tmp_path):
 
 
 def test_weights_saved_in_half_precision_and_loaded_by_run(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(vx, "load_binarized", lambda *a, **k: _fake_splits(100))
+    monkeypatch.setattr(vae_cli, "load_binarized", lambda *a, **k: _fake_splits(100))
     out = tmp_path / "out"
     argv = ["--posterior", "nsf", "--arch", "table1", "--budget", "smoke", "--save-weights"]
     argv += ["--runs-dir", str(tmp_path / "runs"), "--out-dir", str(out)]
@@ -325,7 +326,7 @@ def test_weights_saved_in_half_precision_and_loaded_by_run(tmp_path, monkeypatch
 
 def test_table1_gaussian_trains_side_by_side_unclipped(tmp_path, monkeypatch):
     """vae-many (eager on a CPU) with the Table-1 Gaussian VAE, whose clip is None."""
-    from cifutils import vae_multi
+    from cifutils.experiments.vae import multi as vae_multi
 
     monkeypatch.setattr(vae_multi, "load_binarized", lambda *a, **k: _fake_splits(100))
     cfg = vx.VAEConfig.from_budget("smoke", arch="table1", batch_size=50)

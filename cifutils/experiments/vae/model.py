@@ -1,36 +1,6 @@
-"""Variational autoencoders with Gaussian, NSF and CIF-NSF amortized posteriors.
-
-The generative model is ``p(z) = N(0, I)`` (``z`` in ``R^20``, or ``R^32`` for the Table-1
-architecture) and ``p(x | z) = prod_pixels Bernoulli(x; sigmoid(decoder(z)))`` for a binary
-28x28 image ``x``.
-
-Two architectures (:data:`ARCHITECTURES`, REFERENCE.md, Experiment 2):
-
-* ``"small"``, the CPU edition and the default: latent 20, the one-layer :class:`Decoder`,
-  flows of spline steps with reversals between them;
-* ``"table1"``, the configuration that most likely produced the slides' Table 1: latent 32,
-  the residual :class:`ResDecoder` (842,641 parameters), flows in the authors' layout (a
-  random permutation and an LU-linear layer around every spline step, CIF layers with the
-  indexed affine before the spline).
-
-The posterior ``q(z | x)`` is a :class:`~cifutils.families.VariationalFlow` whose base is the
-amortized Gaussian ``q0(w0 | x)`` given by a small convolutional encoder; an NSF or a CIF-NSF
-then transforms ``w0``. The CIF-NSF's auxiliary inference density ``r(u | w, x)`` sees both
-the layer output ``w`` and the image (:class:`ImageRNet`).
-
-Every posterior returns ``(z, log q)`` from one pass, where ``log q`` is exact for the
-Gaussian and the NSF, and the auxiliary log-density for the CIF-NSF; so the (auxiliary) ELBO,
-``E[log p(x, z) - log q]``, and the importance-weighted bound
-``log (1/K) sum_k p(x, z_k) / q_k`` are the same formulas for all three.
-
-The experiment itself (training with early stopping, checkpoints, test evaluation, the
-command line) is in ``cifutils.vae_experiment``; :func:`main` here is its entry point.
-
-References:
-    Kingma, Welling. Auto-encoding variational Bayes. ICLR 2014.
-    Burda, Grosse, Salakhutdinov. Importance weighted autoencoders. ICLR 2016.
-    Caterini, Cornish, Sejdinovic, Doucet. Variational inference with continuously-indexed
-    normalizing flows. ICML 2020 INNF+ workshop / UAI 2021.
+"""The VAE of Table 1 with a Gaussian, NSF or CIF-NSF amortized posterior, the two
+architectures (the small CPU edition and Table 1's), the importance-weighted bound and the
+parameter counts.
 """
 
 from __future__ import annotations
@@ -41,8 +11,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .families import AmortizedGaussianBase, VariationalFlow, cif_nsf_family, nsf_family
-from .objectives import iw_bound_chunked, mean_and_stderr
+from cifutils.families import AmortizedGaussianBase, VariationalFlow, cif_nsf_family, nsf_family
+from cifutils.objectives import iw_bound_chunked, mean_and_stderr
+
+from .fast_layers import accelerate
+from .networks import Decoder, Encoder, ImageRNet, ResDecoder
 
 __all__ = [
     "POSTERIORS",
@@ -53,33 +26,31 @@ __all__ = [
     "TABLE1_SIZES",
     "ARCH_SIZES",
     "check_arch",
-    "Encoder",
-    "Decoder",
-    "ResBlock",
-    "UpBlock",
-    "ResDecoder",
-    "ImageRNet",
     "VAE",
     "make_posterior",
     "make_vae",
     "iw_log_likelihood",
     "parameter_counts",
     "print_parameter_counts",
-    "main",
 ]
+
 
 #: The posterior kinds of Table 1.
 POSTERIORS = ("gaussian", "nsf", "cif-nsf")
+
 
 #: Table 1's posteriors and the NSF at the CIF-NSF's width (hidden 32, not parameter-matched),
 #: which the authors also ran.
 ALL_POSTERIORS = ("gaussian", "nsf", "nsf-32", "cif-nsf")
 
+
 #: The model architectures, the small CPU edition and the Table-1 configuration.
 ARCHITECTURES = ("small", "table1")
 
+
 #: Latent dimension of each architecture.
 LATENT = {"small": 20, "table1": 32}
+
 
 #: Flow sizes of the small VAE, the CPU edition (REFERENCE.md, Experiment 2).
 PAPER_SIZES: dict[str, dict] = {
@@ -88,6 +59,7 @@ PAPER_SIZES: dict[str, dict] = {
     "nsf-32": {"layers": 10, "hidden": 32},
     "cif-nsf": {"layers": 10, "hidden": 32, "dim_u": 2},
 }
+
 
 #: Flow sizes and layout of the Table-1 VAE, the authors' stack (random permutations and
 #: LU-linear layers around each spline step; the CIF's affine before the spline).
@@ -105,6 +77,7 @@ TABLE1_SIZES: dict[str, dict] = {
     },
 }
 
+
 #: The sizes of each architecture's posteriors.
 ARCH_SIZES = {"small": PAPER_SIZES, "table1": TABLE1_SIZES}
 
@@ -114,126 +87,6 @@ def check_arch(arch: str) -> str:
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
     return arch
-
-
-_HIDDEN_SHAPE = (8, 14, 14)  # channels x height x width after the stride-2 convolution
-_HIDDEN = 8 * 14 * 14  # 1568
-
-
-class Encoder(nn.Module):
-    """``x (B, 1, 28, 28) -> (B, 2 latent)``: mean and log-std of ``q0(w0 | x)``.
-
-    Conv(1 -> 8, kernel 4, stride 2, padding 1), tanh, Linear(1568 -> 2 latent).
-    """
-
-    def __init__(self, latent: int = 20) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 8, 4, stride=2, padding=1)
-        self.linear = nn.Linear(_HIDDEN, 2 * latent)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear(torch.tanh(self.conv(x)).flatten(1))
-
-
-class Decoder(nn.Module):
-    """``z (N, latent) -> logits (N, 1, 28, 28)`` of ``p(x | z)``.
-
-    Linear(latent -> 1568), tanh, ConvTranspose(8 -> 1, kernel 4, stride 2, padding 1).
-    """
-
-    def __init__(self, latent: int = 20) -> None:
-        super().__init__()
-        self.linear = nn.Linear(latent, _HIDDEN)
-        self.deconv = nn.ConvTranspose2d(8, 1, 4, stride=2, padding=1)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.deconv(torch.tanh(self.linear(z)).view(-1, *_HIDDEN_SHAPE))
-
-
-class ResBlock(nn.Module):
-    """``x + conv2(relu(conv1(relu(x))))`` on ``(N, C, H, W)``; both convolutions 3x3,
-    padding 1, ``C -> C``."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
-
-
-class UpBlock(nn.Module):
-    """``shortcut(x) + conv2(relu(conv1(relu(x))))``: ``(N, C, H, W) -> (N, C/2, H', W')``
-    with ``H' = 2H - 1 + output_padding``.
-
-    ``conv1`` is a 3x3 convolution ``C -> C`` (padding 1) at the low resolution; ``conv2``
-    and ``shortcut`` are each a transposed convolution ``C -> C/2``, kernel 3, stride 2,
-    padding 1.
-    """
-
-    def __init__(self, channels: int, output_padding: int = 1) -> None:
-        super().__init__()
-        half = channels // 2
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        up = dict(stride=2, padding=1, output_padding=output_padding)
-        self.conv2 = nn.ConvTranspose2d(channels, half, 3, **up)
-        self.shortcut = nn.ConvTranspose2d(channels, half, 3, **up)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.shortcut(x) + self.conv2(F.relu(self.conv1(F.relu(x))))
-
-
-class ResDecoder(nn.Module):
-    """The Table-1 decoder: ``z (N, latent) -> logits (N, 1, 28, 28)``, residual and
-    convolutional, channel multiplier ``c`` (16: 842,641 parameters for latent 32).
-
-    Linear(latent -> 8c x 4 x 4), then Res(8c), Up(8c -> 4c, 4 -> 7), Res(4c),
-    Up(4c -> 2c, 7 -> 14), Res(2c), Up(2c -> c, 14 -> 28), ReLU, Conv 1x1 (c -> 1).
-    No batch norm, no dropout.
-    """
-
-    def __init__(self, latent: int = 32, channels: int = 16) -> None:
-        super().__init__()
-        top = 8 * channels
-        self.top = top
-        self.linear = nn.Linear(latent, top * 16)
-        self.blocks = nn.Sequential(
-            ResBlock(top),
-            UpBlock(top, output_padding=0),  # 4x4 -> 7x7
-            ResBlock(top // 2),
-            UpBlock(top // 2),  # 7x7 -> 14x14
-            ResBlock(top // 4),
-            UpBlock(top // 4),  # 14x14 -> 28x28
-        )
-        self.out = nn.Conv2d(channels, 1, 1)
-
-    def forward(self, z: Tensor) -> Tensor:
-        h = self.blocks(self.linear(z).view(-1, self.top, 4, 4))
-        return self.out(F.relu(h))
-
-
-class ImageRNet(nn.Module):
-    """The network of ``r(u | w, x)``: ``(w (N, d), x (N, 1, 28, 28)) -> (N, 2 dim_u)``.
-
-    ``w`` -> Linear(d -> 49) -> a 1x7x7 map -> bilinear upsampling to 28x28, stacked with the
-    image as a second channel -> Conv(2 -> 8, kernel 4, stride 2, padding 1), tanh,
-    Linear(1568 -> 2 dim_u) (mean, then log-std).
-    """
-
-    def __init__(self, latent: int = 20, dim_u: int = 2) -> None:
-        super().__init__()
-        self.embed = nn.Linear(latent, 49)
-        self.conv = nn.Conv2d(2, 8, 4, stride=2, padding=1)
-        self.out = nn.Linear(_HIDDEN, 2 * dim_u)
-
-    def forward(self, w: Tensor, context: Tensor | None = None) -> Tensor:
-        if context is None:
-            raise ValueError("ImageRNet needs the image x as context")
-        grid = self.embed(w).view(-1, 1, 7, 7)
-        grid = F.interpolate(grid, size=(28, 28), mode="bilinear", align_corners=False)
-        h = torch.cat([grid, context.reshape(-1, 1, 28, 28).to(grid.dtype)], dim=1)
-        return self.out(torch.tanh(self.conv(h)).flatten(1))
 
 
 def make_posterior(
@@ -317,8 +170,6 @@ def make_vae(
     decoder = ResDecoder(latent) if arch == "table1" else Decoder(latent)
     vae = VAE(posterior_net, decoder)
     if fast:
-        from .fast import accelerate
-
         accelerate(vae)
     return vae
 
@@ -358,7 +209,7 @@ def parameter_counts(vae: VAE) -> dict[str, int]:
     ``decoder``, ``flow`` (the spline steps and LU-linear layers, the CIF layers' extras left
     out), ``cif_st``, ``cif_q`` and ``cif_r`` (the CIF layers' s/t, ``q(u | w)`` and
     ``r(u | v, x)`` networks, all layers together), and ``total``."""
-    from .cif import CIFLayer
+    from cifutils.cif import CIFLayer
 
     def count(module: nn.Module) -> int:
         return sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -391,10 +242,3 @@ def print_parameter_counts(
             table[arch, kind] = parts
             print(f"{arch:7s} {kind:9s}" + "".join(f"{parts[k]:10,d}" for k in keys))
     return table
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m cifutils.experiments vae ...``: see ``cifutils.vae_experiment``."""
-    from .vae_experiment import main as run
-
-    return run(argv)

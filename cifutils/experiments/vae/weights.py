@@ -23,8 +23,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .results import results_dir
-from .vae import VAE, make_vae
+from cifutils.results import results_dir
+
+from .config import VAEConfig, stored_setting
+from .model import VAE, make_vae
 
 __all__ = ["WeightsMismatchError", "sha256_of", "save_weights", "load_weights"]
 
@@ -82,7 +84,6 @@ def load_weights(
         WeightsMismatchError: the weights file's SHA-256 differs from the recorded one (the
             message names the file).
     """
-    from .vae_experiment import VAEConfig, stored_setting
 
     folder = Path(folder) if folder is not None else results_dir() / "vae"
     name = VAEConfig(dataset, posterior, seed, budget, arch=arch).name

@@ -2,15 +2,17 @@
 
 Prints, for each architecture (``small``, ``table1``) and each posterior, the trainable
 parameters of the encoder, the decoder, the flow (spline steps and LU-linear layers) and the
-CIF layers' extras (s/t, q and r networks), and the total (:func:`cifutils.vae.parameter_counts`).
+CIF layers' extras (s/t, q and r networks), and the total
+(:func:`cifutils.experiments.vae.model.parameter_counts`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import cli
-from .vae import ALL_POSTERIORS, ARCHITECTURES, print_parameter_counts
+from cifutils import cli
+
+from .model import ALL_POSTERIORS, ARCHITECTURES, print_parameter_counts
 
 __all__ = ["main"]
 

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import shlex
 
-from . import cli
-from .budgets import get_budget
-from .vae import ALL_POSTERIORS, ARCHITECTURES
-from .vae_experiment import VAEConfig
+from cifutils import cli
+from cifutils.budgets import get_budget
+
+from .config import VAEConfig
+from .model import ALL_POSTERIORS, ARCHITECTURES
 
 __all__ = ["sweep_commands", "main"]
 
@@ -47,7 +48,7 @@ def sweep_commands(
     Args:
         budget: ``smoke``, ``book`` or ``paper`` (default: ``$CIFUTILS_BUDGET``).
         arch: the architecture (default: the budget's, see
-            :meth:`~cifutils.vae_experiment.VAEConfig.from_budget`).
+            :meth:`~cifutils.experiments.vae.config.VAEConfig.from_budget`).
         time_limit: minutes of training per invocation (``--time-limit``).
         python: the interpreter named in the commands.
         extra: more arguments appended to every command (e.g. ``--save-weights``).

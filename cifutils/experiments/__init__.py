@@ -1,6 +1,10 @@
-"""The experiment command line.
+"""The book's two experiments, built on the core library (which never imports from here).
 
-Usage::
+* :mod:`cifutils.experiments.mog` -- Experiment 1, the Gaussian mixture (Figure 1);
+* :mod:`cifutils.experiments.vae` -- Experiment 2, VAEs on MNIST and Fashion-MNIST (Table 1).
+
+Each experiment is a package split by role: configuration, training, evaluation, the tables
+the chapter prints, figures and the command line. The command line::
 
     python -m cifutils.experiments mog --help
     python -m cifutils.experiments vae --help
@@ -8,8 +12,8 @@ Usage::
     python -m cifutils.experiments sweep --help
     python -m cifutils.experiments params
 
-Each subcommand lives in its own module (:mod:`cifutils.mog`, :mod:`cifutils.vae`, ...),
-which defines ``main(argv)``; this module only dispatches.
+Each subcommand lives in its own module (:data:`COMMANDS`), which defines ``main(argv)``;
+this module only dispatches.
 """
 
 from __future__ import annotations
@@ -17,17 +21,17 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .training import CheckpointError
+from cifutils.training import CheckpointError
 
 __all__ = ["main", "COMMANDS"]
 
 #: Subcommand name -> module defining ``main(argv: list[str]) -> int``.
 COMMANDS = {
-    "mog": "cifutils.mog",
-    "vae": "cifutils.vae",
-    "vae-many": "cifutils.vae_multi",
-    "sweep": "cifutils.vae_sweep",
-    "params": "cifutils.vae_params",
+    "mog": "cifutils.experiments.mog.cli",
+    "vae": "cifutils.experiments.vae.cli",
+    "vae-many": "cifutils.experiments.vae.multi",
+    "sweep": "cifutils.experiments.vae.sweep",
+    "params": "cifutils.experiments.vae.params",
 }
 
 
@@ -44,7 +48,3 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as err:  # a damaged checkpoint: say which and how to go on
         print(f"{argv[0]}: error: {err}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

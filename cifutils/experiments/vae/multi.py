@@ -9,7 +9,7 @@ graphs of different runs execute concurrently and fill the GPU. On a CPU the sam
 eagerly (that is how the tests exercise it).
 
 The runs, their settings and their checkpoints are exactly those of
-:mod:`cifutils.vae_experiment` (same ``runs/vae/<name>/checkpoint.pt`` format, one checkpoint
+:mod:`cifutils.experiments.vae` (same ``runs/vae/<name>/checkpoint.pt`` format, one checkpoint
 per run written atomically after every epoch, same early stopping), so a run started here can
 be continued or evaluated by the single-run command::
 
@@ -43,14 +43,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import cli
-from .data import load_binarized
-from .results import provenance, write_json
-from .training import clipped_parameters, get_device
-from .vae import ALL_POSTERIORS, ARCHITECTURES, POSTERIORS, VAE
-from .vae_experiment import VAEConfig, end_epoch, load_run, save_run
+from cifutils import cli
+from cifutils.data import load_binarized
+from cifutils.results import provenance, write_json
+from cifutils.training import clipped_parameters, get_device
 
-__all__ = ["train_many", "summary", "parse_log", "main"]
+from .config import VAEConfig
+from .model import ALL_POSTERIORS, ARCHITECTURES, POSTERIORS, VAE
+from .training import end_epoch, load_run, save_run, train
+
+__all__ = ["train_many", "train_together", "summary", "parse_log", "main"]
 
 
 @dataclass
@@ -259,6 +261,35 @@ def train_many(
         )
         log(f"epoch done in {last:.1f} s ({len(active)} active); val ELBO: {summary}")
     return {r.cfg.name: r.state for r in runs}
+
+
+def train_together(
+    cfgs: list[VAEConfig],
+    runs_dir: str | Path,
+    device: torch.device | str = "cpu",
+    splits=None,
+    compiled: bool = False,
+    side_by_side: bool | None = None,
+    log=print,
+) -> dict[str, tuple[VAE, dict]]:
+    """Train (or resume) every run of ``cfgs`` to its end in ``<runs_dir>/<name>/`` and return
+    ``{name: (best-validation VAE on device, state)}``.
+
+    ``side_by_side`` (default: on a CUDA device) trains the runs together with
+    :func:`train_many`, which on a GPU records each run's step as a CUDA
+    graph and replays the runs on their own streams (eager PyTorch is launch-bound on these
+    small models); otherwise the runs train one after the other with
+    :func:`~cifutils.experiments.vae.training.train`, through ``torch.compile`` when
+    ``compiled``. Both write the same checkpoints."""
+    device = torch.device(device)
+    side_by_side = device.type == "cuda" if side_by_side is None else side_by_side
+    if side_by_side:
+        train_many(cfgs, runs_dir, device, log=log)
+    more = 0 if side_by_side else None  # side by side: only load the best weights
+    return {
+        cfg.name: train(cfg, Path(runs_dir) / cfg.name, more, splits, log, device, compiled)
+        for cfg in cfgs
+    }
 
 
 def summary(states: dict[str, dict], device, command: str) -> dict:

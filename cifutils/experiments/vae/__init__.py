@@ -1,0 +1,112 @@
+"""Experiment 2: amortized variational inference in VAEs on binarized MNIST and Fashion-MNIST
+(Table 1 of the slides).
+
+The generative model is ``p(z) = N(0, I)`` and ``p(x | z) = prod_pixels Bernoulli(x;
+sigmoid(decoder(z)))``; the posterior ``q(z | x)`` is an amortized Gaussian, an NSF or a
+CIF-NSF. The command line::
+
+    python -m cifutils.experiments vae --dataset mnist --posterior cif-nsf --seed 0 --budget paper
+    python -m cifutils.experiments vae-many ...   # several runs side by side (a GPU)
+    python -m cifutils.experiments sweep ...      # the commands of a whole table
+    python -m cifutils.experiments params         # parameter counts of every model
+
+trains (or resumes) a run in ``runs/vae/<name>/`` and writes ``results/vae/<name>.json``.
+
+What lives where (the names used by chapter 6 are also importable from this package):
+
+* :mod:`~cifutils.experiments.vae.networks` -- the encoder, the decoders and the image-reading
+  r-network;
+* :mod:`~cifutils.experiments.vae.fast_layers` -- faster, equal-valued versions of those
+  networks, swapped in with the same weights;
+* :mod:`~cifutils.experiments.vae.model` -- the VAE with its posterior, the two
+  architectures, the importance-weighted bound, parameter counts;
+* :mod:`~cifutils.experiments.vae.config` -- one run's
+  :class:`~cifutils.experiments.vae.config.VAEConfig`;
+* :mod:`~cifutils.experiments.vae.training` -- training with early stopping and checkpoints;
+* :mod:`~cifutils.experiments.vae.multi` -- several runs side by side (CUDA graphs on a GPU);
+* :mod:`~cifutils.experiments.vae.evaluation` -- test bounds, auxiliary and amortization gaps;
+* :mod:`~cifutils.experiments.vae.tables` -- Table 1 and the other tables chapter 6 prints;
+* :mod:`~cifutils.experiments.vae.weights` -- trained weights stored compactly in the repository;
+* :mod:`~cifutils.experiments.vae.figures` -- chapter 6's figures (imports matplotlib, so it
+  is not imported here);
+* :mod:`~cifutils.experiments.vae.cli`, :mod:`~cifutils.experiments.vae.sweep`,
+  :mod:`~cifutils.experiments.vae.params` -- the command lines.
+
+References:
+    Kingma, Welling. Auto-encoding variational Bayes. ICLR 2014.
+    Burda, Grosse, Salakhutdinov. Importance weighted autoencoders. ICLR 2016.
+    Caterini, Cornish, Sejdinovic, Doucet. Variational inference with continuously-indexed
+    normalizing flows. ICML 2020 INNF+ workshop / UAI 2021.
+"""
+
+from .cli import main, run
+from .config import VAEConfig, default_runs_dir, device_label, stored_setting
+from .evaluation import amortization_gap, auxiliary_gap, evaluate
+from .model import (
+    ALL_POSTERIORS,
+    ARCHITECTURES,
+    POSTERIORS,
+    VAE,
+    iw_log_likelihood,
+    make_vae,
+    parameter_counts,
+)
+from .multi import train_many, train_together
+from .tables import (
+    SLIDES_TABLE1,
+    collect_results,
+    continued_comparison,
+    continued_summary,
+    continued_table,
+    live_bounds_table,
+    ordering_check,
+    ordering_lines,
+    table1,
+    table1_lines,
+    training_lines,
+    validation_cells,
+    validation_ordering_lines,
+    validation_table,
+)
+from .training import end_epoch, load_run, new_state, save_run, train, training_loss
+
+__all__ = [
+    "POSTERIORS",
+    "ALL_POSTERIORS",
+    "ARCHITECTURES",
+    "VAE",
+    "make_vae",
+    "iw_log_likelihood",
+    "parameter_counts",
+    "VAEConfig",
+    "default_runs_dir",
+    "device_label",
+    "stored_setting",
+    "training_loss",
+    "new_state",
+    "load_run",
+    "save_run",
+    "end_epoch",
+    "train",
+    "train_many",
+    "train_together",
+    "evaluate",
+    "auxiliary_gap",
+    "amortization_gap",
+    "SLIDES_TABLE1",
+    "training_lines",
+    "live_bounds_table",
+    "collect_results",
+    "table1",
+    "table1_lines",
+    "continued_table",
+    "continued_comparison",
+    "continued_summary",
+    "validation_cells",
+    "validation_table",
+    "ordering_lines",
+    "ordering_check",
+    "validation_ordering_lines",
+    "run",
+    "main",
+]
