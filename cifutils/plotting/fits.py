@@ -88,8 +88,8 @@ def grid_mass(
     n: int = 200,
     dtype: torch.dtype = torch.float32,
 ) -> float:
-    """Riemann sum of ``exp(log_prob)`` over the :func:`grid_points` grid: about 1 for a
-    normalized 2-D density whose mass lies inside ``bounds``."""
+    """Riemann sum of ``exp(log_prob)`` over the :func:`~cifutils.plotting.densities.grid_points`
+    grid: about 1 for a normalized 2-D density whose mass lies inside ``bounds``."""
     xs, ys, values = evaluate_on_grid(log_prob, bounds, n, dtype=dtype)
     cell = (xs[1] - xs[0]) * (ys[1] - ys[0])
     return torch.tensor(values).logsumexp((0, 1)).exp().item() * cell

@@ -170,8 +170,8 @@ def plot_rq_spline_derivative(
 
 def plot_log_stretch(flow, bounds: Bounds, ax=None, n: int = 141, cmap: str = "magma"):
     """The log volume stretch ``log|det J_g(w)|`` at ``w = g^{-1}(z)`` of an explicit
-    ``flow`` (see :func:`pull_back`; float64 recommended) over the ``bounds`` window, as an
-    image with a colour bar.
+    ``flow`` (see :func:`~cifutils.plotting.fits.pull_back`; float64 recommended) over the
+    ``bounds`` window, as an image with a colour bar.
 
     Returns:
         The axes.

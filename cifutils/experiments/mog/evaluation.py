@@ -112,8 +112,9 @@ def evaluate(family: VariationalFlow, target: GaussianMixture, config: MogConfig
       below :data:`~cifutils.objectives.MIN_ESS` effective samples) is not meaningful,
       however small its standard error: :func:`estimate_text` prints it as such.
 
-    :func:`run_cell` adds ``spline_inside`` (:func:`spline_inside`) after drawing the stored
-    samples, so that neither these metrics nor the samples depend on it.
+    :func:`~cifutils.experiments.mog.training.run_cell` adds ``spline_inside``
+    (:func:`spline_inside`) after drawing the stored samples, so that neither these metrics nor the
+    samples depend on it.
     """
     family.eval()
     z, log_q = family.sample_and_log_prob(config.eval_samples)

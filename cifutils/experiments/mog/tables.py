@@ -277,13 +277,13 @@ def ablation_values(
 
 def order_summary(results: dict[tuple[str, float, int], dict[str, Any]]) -> dict[str, float]:
     """The figures the chapter's reading of the order ablation quotes, by name: for every
-    model of :data:`ABLATION` (tags ``af``, ``sf``, ``ctrl``, ``nsf``) and ``sigma_0`` (tags
-    ``01``, ``1``, ``10``) the mean ELBO over the seeds found (``<model>_elbo_<s>``), the
-    share of samples far from every mode in percent (``<model>_far_<s>``) and the smallest
-    number of modes covered by a seed (``<model>_modes_<s>``), the first spline's share of
-    inputs in range in percent (``<model>_inside_<s>``, :func:`first_spline_inside`); and
-    ``af_seeds`` and ``ctrl_seeds``, the fewest seeds of a cell of those models. Missing cells
-    give NaN."""
+    model of :data:`~cifutils.experiments.mog.config.ABLATION` (tags ``af``, ``sf``, ``ctrl``,
+    ``nsf``) and ``sigma_0`` (tags ``01``, ``1``, ``10``) the mean ELBO over the seeds found
+    (``<model>_elbo_<s>``), the share of samples far from every mode in percent
+    (``<model>_far_<s>``) and the smallest number of modes covered by a seed
+    (``<model>_modes_<s>``), the first spline's share of inputs in range in percent
+    (``<model>_inside_<s>``, :func:`first_spline_inside`); and ``af_seeds`` and ``ctrl_seeds``, the
+    fewest seeds of a cell of those models. Missing cells give NaN."""
     tags = {"cif-nsf-af": "af", "cif-nsf": "sf", "affine-nsf": "ctrl", "nsf": "nsf"}
     out: dict[str, float] = {}
     seeds: dict[str, list[int]] = {"af": [], "ctrl": []}

@@ -42,14 +42,15 @@ def run(
     eval_if_complete: bool = False,
     save_weights: bool = False,
 ) -> dict:
-    """Train/resume on ``device`` (``compiled``, ``time_limit``: see :func:`train`), evaluate
-    there, and write ``<out_dir>/<name>.json``; returns the record. Its provenance names the
-    evaluation device; ``train_devices`` counts the epochs run on each device (a run may be
-    continued elsewhere). With ``eval_if_complete``, a run that has not finished training
-    (early stop or epoch cap) is neither evaluated nor written: its checkpoint waits for the
-    next invocation. With ``save_weights``, the evaluated best-validation weights are also
-    written in half precision to ``<out_dir>/weights/<name>.pt``, their SHA-256 recorded
-    under ``"weights"`` (:func:`cifutils.experiments.vae.weights.save_weights`)."""
+    """Train/resume on ``device`` (``compiled``, ``time_limit``: see
+    :func:`~cifutils.experiments.vae.training.train`), evaluate there, and write
+    ``<out_dir>/<name>.json``; returns the record. Its provenance names the evaluation device;
+    ``train_devices`` counts the epochs run on each device (a run may be continued elsewhere). With
+    ``eval_if_complete``, a run that has not finished training (early stop or epoch cap) is neither
+    evaluated nor written: its checkpoint waits for the next invocation. With ``save_weights``, the
+    evaluated best-validation weights are also written in half precision to
+    ``<out_dir>/weights/<name>.pt``, their SHA-256 recorded under ``"weights"``
+    (:func:`cifutils.experiments.vae.weights.save_weights`)."""
     splits = load_binarized(cfg.dataset, limit=cfg.train_limit)
     start = time.perf_counter()
     vae, state = train(

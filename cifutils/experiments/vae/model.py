@@ -1,6 +1,37 @@
-"""The VAE of Table 1 with a Gaussian, NSF or CIF-NSF amortized posterior, the two
-architectures (the small CPU edition and Table 1's), the importance-weighted bound and the
-parameter counts.
+"""Variational autoencoders with Gaussian, NSF and CIF-NSF amortized posteriors.
+
+The generative model is ``p(z) = N(0, I)`` (``z`` in ``R^20``, or ``R^32`` for the Table-1
+architecture) and ``p(x | z) = prod_pixels Bernoulli(x; sigmoid(decoder(z)))`` for a binary
+28x28 image ``x``.
+
+Two architectures (:data:`ARCHITECTURES`, REFERENCE.md, Experiment 2):
+
+* ``"small"``, the CPU edition and the default: latent 20, the one-layer
+  :class:`~cifutils.experiments.vae.networks.Decoder`, flows of spline steps with reversals between
+  them;
+* ``"table1"``, the configuration that most likely produced the slides' Table 1: latent 32,
+  the residual :class:`~cifutils.experiments.vae.networks.ResDecoder` (842,641 parameters), flows in
+  the authors' layout (a random permutation and an LU-linear layer around every spline step, CIF
+  layers with the indexed affine before the spline).
+
+The posterior ``q(z | x)`` is a :class:`~cifutils.families.VariationalFlow` whose base is the
+amortized Gaussian ``q0(w0 | x)`` given by a small convolutional encoder; an NSF or a CIF-NSF
+then transforms ``w0``. The CIF-NSF's auxiliary inference density ``r(u | w, x)`` sees both
+the layer output ``w`` and the image (:class:`~cifutils.experiments.vae.networks.ImageRNet`).
+
+Every posterior returns ``(z, log q)`` from one pass, where ``log q`` is exact for the
+Gaussian and the NSF, and the auxiliary log-density for the CIF-NSF; so the (auxiliary) ELBO,
+``E[log p(x, z) - log q]``, and the importance-weighted bound
+``log (1/K) sum_k p(x, z_k) / q_k`` are the same formulas for all three.
+
+The experiment itself (training with early stopping, checkpoints, test evaluation, the
+command line) is in the other modules of :mod:`cifutils.experiments.vae`.
+
+References:
+    Kingma, Welling. Auto-encoding variational Bayes. ICLR 2014.
+    Burda, Grosse, Salakhutdinov. Importance weighted autoencoders. ICLR 2016.
+    Caterini, Cornish, Sejdinovic, Doucet. Variational inference with continuously-indexed
+    normalizing flows. ICML 2020 INNF+ workshop / UAI 2021.
 """
 
 from __future__ import annotations
@@ -162,9 +193,9 @@ def make_vae(
 ) -> VAE:
     """The VAE of Table 1 with the named posterior, in the architecture ``arch``
     (``"small"``, the CPU edition, by default; ``"table1"``: latent 32 and the
-    :class:`ResDecoder`). With ``fast`` the spline layers (and the small model's convolutions)
-    are swapped for :mod:`cifutils.fast`'s equal-valued fused versions (same parameters, same
-    initialization, same function); only the speed differs."""
+    :class:`~cifutils.experiments.vae.networks.ResDecoder`). With ``fast`` the spline layers (and
+    the small model's convolutions) are swapped for :mod:`cifutils.fast`'s equal-valued fused
+    versions (same parameters, same initialization, same function); only the speed differs."""
     latent = LATENT[check_arch(arch)] if latent is None else latent
     posterior_net = make_posterior(posterior, latent, arch, **sizes)
     decoder = ResDecoder(latent) if arch == "table1" else Decoder(latent)
