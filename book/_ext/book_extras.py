@@ -19,12 +19,30 @@ fails on any console error).
 
 3. The ``# NBVAL_CHECK_OUTPUT`` markers that tell nbval which cells to compare are test
 plumbing, not reading matter: their lines are removed from the displayed code.
+
+4. The release the book was built with, never typed by hand: the MyST substitutions
+``{{ cifutils_version }}`` (``cifutils.__version__``) and ``{{ cifutils_install_ref }}``
+(``repository.install_ref`` of ``_config.yml``, the ref the notebooks' install cells pin; see
+pin_install.py beside this file) are set when the configuration is read.
+
+5. The ``{citation-bibtex}`` directive shows ``CITATION.cff`` as a BibTeX entry, and warns
+(an error in the strict build) when its version is not ``cifutils.__version__`` or its
+``repository-code`` is not the configured repository.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from docutils import nodes
+from pin_install import ROOT, read_pin  # beside this file: book/_ext is on sys.path
 from sphinx.application import Sphinx
 from sphinx.transforms import SphinxTransform
+from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
+
+logger = logging.getLogger(__name__)
+CITATION = ROOT / "CITATION.cff"
 
 
 class RemoveSolutions(SphinxTransform):
@@ -51,8 +69,6 @@ class HideTestMarkers(SphinxTransform):
     default_priority = 500
 
     def apply(self, **kwargs) -> None:
-        from docutils import nodes
-
         for block in list(self.document.findall(nodes.literal_block)):
             text = block.astext()
             if not any(marker in text for marker in NBVAL_MARKERS):
@@ -63,7 +79,71 @@ class HideTestMarkers(SphinxTransform):
             block[:] = [nodes.Text(cleaned)]
 
 
+def release_substitutions() -> dict[str, str]:
+    """The MyST substitutions that name the release the book is built with."""
+    import cifutils
+
+    _, ref = read_pin()
+    return {"cifutils_version": cifutils.__version__, "cifutils_install_ref": ref}
+
+
+def _bibtex_name(author: dict) -> str:
+    if "name" in author:  # an entity: braced, so BibTeX does not split it into name parts
+        return "{" + author["name"] + "}"
+    given = author.get("given-names")
+    return author["family-names"] + (f", {given}" if given else "")
+
+
+def cff_to_bibtex(cff: dict) -> str:
+    """A BibTeX ``@misc`` entry for the work that ``cff`` (a parsed CITATION.cff) describes,
+    keyed by the repository's name."""
+    url = cff["repository-code"].rstrip("/")
+    fields = [
+        ("author", " and ".join(_bibtex_name(a) for a in cff["authors"])),
+        ("title", cff["title"]),
+        ("year", str(cff["date-released"])[:4]),
+        ("note", f"Version {cff['version']}"),
+        ("url", url),
+    ]
+    width = max(len(name) for name, _ in fields)
+    body = ",\n".join(f"  {name.ljust(width)} = {{{value}}}" for name, value in fields)
+    return f"@misc{{{url.rsplit('/', 1)[-1]},\n{body}\n}}"
+
+
+def citation_problems(cff: dict) -> list[str]:
+    """How ``cff`` disagrees with cifutils.__version__ and the configured repository URL."""
+    import cifutils
+
+    url, _ = read_pin()
+    problems = []
+    if str(cff.get("version")) != cifutils.__version__:
+        problems.append(f"version {cff.get('version')!r} is not cifutils {cifutils.__version__}")
+    if str(cff.get("repository-code", "")).rstrip("/") != url:
+        problems.append(f"repository-code {cff.get('repository-code')!r} is not {url}")
+    return problems
+
+
+class CitationBibtex(SphinxDirective):
+    """``{citation-bibtex}``: CITATION.cff at the repository root, as a BibTeX code block."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        import yaml
+
+        self.env.note_dependency(str(CITATION))
+        cff = yaml.safe_load(Path(CITATION).read_text(encoding="utf-8"))
+        for problem in citation_problems(cff):
+            logger.warning("CITATION.cff: %s", problem, location=self.get_location())
+        text = cff_to_bibtex(cff)
+        block = nodes.literal_block(text, text, language="bibtex")
+        self.set_source_info(block)
+        return [block]
+
+
 def _configure(app: Sphinx, config) -> None:
+    # Merged over any substitutions set under `parse:` in _config.yml.
+    config.myst_substitutions = {**(config.myst_substitutions or {}), **release_substitutions()}
     if config.student_build:
         config.html_copy_source = False
         config.html_show_sourcelink = False
@@ -95,4 +175,5 @@ def setup(app: Sphinx) -> dict:
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.add_transform(RemoveSolutions)
     app.add_transform(HideTestMarkers)
+    app.add_directive("citation-bibtex", CitationBibtex)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
