@@ -339,10 +339,12 @@ def test_provenance_note_reads_budget_seeds_and_device():
         seeds=(0, 1, 2),
         device="cuda:0",
     )
-    note = mog.provenance_note(res, width=None)
+    note = mog.provenance_note(res, width=None, detail=True)
     assert "budget book (2,000 steps x 500 samples)" in note
     assert "seeds 0, 1, 2, 18 runs" in note and "device cuda:0" in note
     assert "commit abcdef1" in note
+    short = mog.provenance_note(res, width=None)  # the chapter's line: no versions, no commits
+    assert short == "budget book (2,000 steps x 500 samples), seeds 0, 1, 2, 18 runs, device cuda:0"
 
 
 def test_compare_models_verdicts_use_the_right_standard_error():

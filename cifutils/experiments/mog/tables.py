@@ -42,12 +42,16 @@ def _wrap(text: str, width: int | None, indent: str = "    ") -> str:
 
 
 def provenance_note(
-    results: dict[tuple[str, float, int], dict[str, Any]], label: str = "", width: int | None = 70
+    results: dict[tuple[str, float, int], dict[str, Any]],
+    label: str = "",
+    width: int | None = 70,
+    detail: bool = False,
 ) -> str:
-    """Where ``results`` came from, read from their own records: budget (steps x samples
-    per step), seeds and number of runs, device(s), torch version(s) and commit(s), after
-    ``label``, e.g. ``"budget paper (20,000 steps x 1,000 samples), seed 0, 6 runs, device
-    cpu, torch 2.13.0+cpu, commits 5751343, ..."``, wrapped at ``width`` characters."""
+    """Where ``results`` came from, read from their own records, after ``label``: budget
+    (steps x samples per step), seeds, number of runs and device(s), e.g. ``"budget paper
+    (20,000 steps x 1,000 samples), seed 0, 6 runs, device cpu"``; with ``detail``, also the
+    torch version(s) and commit(s) (``"..., torch 2.13.0+cpu, commits 5751343, ..."``), which
+    the chapter leaves to the JSON files. Wrapped at ``width`` characters."""
     prefix = f"{label} " if label else ""
     if not results:
         return prefix + "no results"
@@ -59,11 +63,9 @@ def provenance_note(
     devices = ", ".join(sorted({r["provenance"]["device"] for r in runs}))
     torches = ", ".join(sorted({r["provenance"]["torch_version"] for r in runs}))
     commits = sorted({r["provenance"]["git_commit"][:7] for r in runs})
-    text = (
-        f"budget {'/'.join(budgets)} ({size}), {seeds}, {len(runs)} runs, "
-        f"device {devices}, torch {torches}, "
-        f"commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}"
-    )
+    text = f"budget {'/'.join(budgets)} ({size}), {seeds}, {len(runs)} runs, device {devices}"
+    if detail:
+        text += f", torch {torches}, commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}"
     return _wrap(prefix + text, width)
 
 
