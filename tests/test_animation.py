@@ -187,6 +187,10 @@ def test_bad_input_is_named(nsf, cif):
         animate_layers(torch.zeros(3, 4, 2))
     with pytest.raises(ValueError, match="key frames"):
         animate_layers({"a": layer_positions(nsf, 3), "b": layer_positions(cif, 3)})
+    torch.manual_seed(0)
+    two_d = layer_positions(nsf_family(2, layers=2, hidden=8, bins=4), 3)  # 3 key frames
+    with pytest.raises(ValueError, match="different dimensions"):
+        animate_layers({"a": two_d, "b": layer_positions(routing_cif(), 3)})
     with pytest.raises(ValueError, match="dpi"):
         animate_layers(layer_positions(nsf, 3), dpi=0)
     three = LayerPositions(torch.zeros(2, 4, 3), ["a", "b"], [])

@@ -29,7 +29,7 @@ from nflows.transforms.permutations import Permutation
 from torch import Tensor
 
 from ..cif import CIFLayer
-from .densities import Bounds
+from .densities import Bounds, evaluate_on_grid
 
 __all__ = ["LayerPositions", "FlowAnimation", "layer_positions", "animate_layers"]
 
@@ -278,8 +278,6 @@ def _panel(name: str | None, positions: LayerPositions, log_prob, bounds) -> _Pa
     if log_prob is not None:
         dtype = positions.frames.dtype
         if dim == 2:
-            from .densities import evaluate_on_grid
-
             background = evaluate_on_grid(log_prob, limits, n=120, dtype=dtype)
         else:
             x = torch.linspace(limits[0], limits[1], 400, dtype=dtype)
@@ -352,12 +350,11 @@ def _player_html(animation: FuncAnimation, alt: str) -> str:
     return html.replace(tag, f'<img id="_anim_img{stable}" src="{first}" alt="{alt}">')
 
 
-def _frame(panels: list[_Panel], f: int, per_layer: int) -> tuple[int, float]:
-    """Key frame ``k`` and fraction ``a`` of the way to the next one of player frame ``f``."""
+def _frame(keys: int, f: int, per_layer: int) -> tuple[int, float]:
+    """Key frame ``k`` (of ``keys``) and the fraction ``a`` of the way to the next one at
+    player frame ``f``."""
     k, r = divmod(f, per_layer)
-    if k >= panels[0].frames.shape[0] - 1:
-        return panels[0].frames.shape[0] - 1, 0.0
-    return k, r / per_layer
+    return (keys - 1, 0.0) if k >= keys - 1 else (k, r / per_layer)
 
 
 def animate_layers(
@@ -413,6 +410,9 @@ def animate_layers(
     counts = {len(p.labels) for p in named.values()}
     if len(counts) != 1:
         raise ValueError(f"the panels have different numbers of key frames: {sorted(counts)}")
+    dims = {p.frames.shape[-1] for p in named.values()}
+    if len(dims) != 1:
+        raise ValueError(f"the panels have different dimensions: {sorted(dims)}")
     panels = [_panel(name, p, log_prob, bounds) for name, p in named.items()]
     labels = next(iter(named.values())).labels
     keys = len(labels)
@@ -438,7 +438,7 @@ def animate_layers(
     title = fig.suptitle(labels[0], fontsize=9)
 
     def update(f: int):
-        k, a = _frame(panels, f, frames_per_layer)
+        k, a = _frame(keys, f, frames_per_layer)
         for scatter, panel in zip(points, panels):
             now = panel.frames[k] if a == 0 else (1 - a) * panel.frames[k] + a * panel.frames[k + 1]
             scatter.set_offsets(_offsets(panel, now))
