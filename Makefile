@@ -57,7 +57,7 @@ test: test-unit test-notebooks
 # The browser test needs the built book, so `make test` runs it after the build (test-browser).
 test-unit: venv
 	$(RUN) python -m pytest tests -p no:cacheprovider --ignore=tests/test_browser.py \
-		|| [ $$? -eq 5 ]
+		--ignore=tests/test_browser_player.py || [ $$? -eq 5 ]
 
 # The student edition: the same pages without solutions. It is the default configuration plus
 # book/student.yml (student_build: true, handled by book/_ext/book_extras.py), merged into
@@ -78,8 +78,9 @@ book-student: venv
 
 # Headless Chromium over every page of the built book(s), with all non-localhost requests
 # blocked; screenshots go to _build/screenshots. BOOK_HTML and STUDENT_HTML may point elsewhere.
+# tests/test_browser_player.py also plays the animations of chapters 2 and 3.
 test-browser: venv
-	$(RUN) python -m pytest -p no:cacheprovider tests/test_browser.py
+	$(RUN) python -m pytest -p no:cacheprovider tests/test_browser.py tests/test_browser_player.py
 
 # The whole book as one PDF with pdflatex. The TeX packages come from the Debian registry and
 # are installed on first use (about 420 MB on disk; see README); set PDF_DEPS= to skip that.
