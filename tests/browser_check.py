@@ -4,13 +4,20 @@ Everything here works on whatever the table of contents lists when it runs: `toc
 `_toc.yml`, `serve` serves a built HTML folder on localhost, `check_page` opens one page with
 every non-localhost request blocked and returns a list of problems, each naming the page and
 the element. Nothing here downloads a browser: it drives the system Chromium.
+
+The layout checks ("pages that fit") are split in two: JavaScript in the page only measures
+(`_LAYOUT_JS`: boxes of tables, figures, outputs, code and display math, and of their ancestors
+that clip or scroll), and pure functions here decide (`layout_problems`, `image_transparency`),
+so the decisions are unit-tested without a browser (tests/test_browser_layout.py).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import http.server
+import io
 import re
 import threading
 import urllib.parse
@@ -117,6 +124,203 @@ def check_link(root: Path, base_url: str, page_url: str, href: str) -> str | Non
     return None
 
 
+# --------------------------------------------------------------------------- layout decisions
+
+# Viewport widths at which every page is laid out and checked: a laptop and a phone.
+LAYOUT_WIDTHS = (1280, 400)
+# Sub-pixel rounding: a box may stick out of its container by this much (CSS pixels).
+LAYOUT_TOLERANCE = 1.0
+SCROLLING = ("auto", "scroll")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """An ancestor (below the text column) whose computed `overflow-x` is not `visible`."""
+
+    left: float
+    right: float
+    overflow: str
+    what: str = "an ancestor"
+
+
+@dataclass(frozen=True)
+class Block:
+    """A checked element (table, figure, image, cell output, code, display math) as measured.
+
+    `clips` lists its clipping or scrolling ancestors, innermost first; `parent` is the index
+    of the nearest checked ancestor in the same measurement (-1 for none); `scrolls` says
+    that the block is itself a scroll box with content wider than it.
+    """
+
+    left: float
+    right: float
+    what: str
+    clips: tuple[Clip, ...] = ()
+    parent: int = -1
+    scrolls: bool = False
+
+
+def _inside(left: float, right: float, outer_left: float, outer_right: float) -> bool:
+    return left >= outer_left - LAYOUT_TOLERANCE and right <= outer_right + LAYOUT_TOLERANCE
+
+
+def layout_problem(block: Block, column: tuple[float, float]) -> str | None:
+    """Why `block` does not fit the text column `(left, right)`, or None when it fits.
+
+    A block fits when its box lies within the column, or when the part that sticks out lies
+    inside an ancestor that scrolls horizontally (`overflow-x: auto | scroll`) and that scroll
+    box lies within the column (it may hold wider content: that is what it is for). A block
+    wider than an ancestor with `overflow-x: hidden | clip` is cut off, whatever the column.
+    """
+    left, right, outer = block.left, block.right, None
+    for clip in block.clips:
+        if _inside(left, right, clip.left, clip.right):
+            continue
+        if clip.overflow in SCROLLING:
+            # The block scrolls inside `clip`: from here on it is the scroll box that must fit.
+            left, right, outer = clip.left, clip.right, clip
+            continue
+        return (
+            f"cut off on the {'right' if right > clip.right else 'left'} by {clip.what}"
+            f" (overflow-x: {clip.overflow}; x {left:.0f}-{right:.0f} in {clip.left:.0f}-"
+            f"{clip.right:.0f})"
+        )
+    if _inside(left, right, *column):
+        return None
+    where = f"its scroll box {outer.what} spans" if outer else "spans"
+    return (
+        f"wider than the text column and not in a horizontal scroll box of its own: {where}"
+        f" x {left:.0f}-{right:.0f}, the column {column[0]:.0f}-{column[1]:.0f}"
+    )
+
+
+def needs_scrolling(block: Block) -> bool:
+    """Whether part of `block` is seen only by scrolling sideways (it fits, but not whole).
+
+    True when it is a scroll box with wider content, or sticks out of a scroll box around it.
+    Not a problem; `scrolling_blocks` lists these for a person to judge.
+    """
+    return block.scrolls or any(
+        c.overflow in SCROLLING and not _inside(block.left, block.right, c.left, c.right)
+        for c in block.clips
+    )
+
+
+def _blocks(measured: dict) -> list[Block]:
+    return [_block(raw) for raw in measured["blocks"]]
+
+
+def scrolling_blocks(measured: dict) -> list[str]:
+    """The blocks of one measurement that fit only by scrolling sideways, outermost only.
+
+    Code blocks (`<pre>`) are left out: long code lines are expected to scroll.
+    """
+    column = (measured["column"]["left"], measured["column"]["right"])
+    found: list[str] = []
+    listed: set[int] = set()
+    for index, block in enumerate(_blocks(measured)):
+        if block.parent in listed:
+            listed.add(index)
+        elif block.what.startswith("<pre"):
+            continue
+        elif needs_scrolling(block) and layout_problem(block, column) is None:
+            listed.add(index)
+            found.append(block.what)
+    return found
+
+
+def layout_problems(measured: dict) -> list[str]:
+    """Every offender of one measurement by `_LAYOUT_JS`, outermost only, each with its element.
+
+    A block inside a block already reported (a table in a cell output that sticks out) is
+    not reported again. A page wider than the viewport (it scrolls sideways) is reported too.
+    """
+    column = (measured["column"]["left"], measured["column"]["right"])
+    problems: list[str] = []
+    reported: set[int] = set()
+    for index, block in enumerate(_blocks(measured)):
+        if block.parent in reported:
+            reported.add(index)
+            continue
+        why = layout_problem(block, column)
+        if why:
+            reported.add(index)
+            problems.append(f"{block.what}: {why}")
+    page = measured.get("page")
+    if page and page["scrollWidth"] > page["clientWidth"] + LAYOUT_TOLERANCE:
+        culprits = "; ".join(page.get("culprits") or [])
+        problems.append(
+            f"the page is {page['scrollWidth']} px wide in a {page['clientWidth']} px viewport:"
+            " it scrolls sideways" + (f"; sticking out: {culprits}" if culprits else "")
+        )
+    return problems
+
+
+def _block(raw: dict) -> Block:
+    clips = tuple(Clip(c["left"], c["right"], c["overflow"], c["what"]) for c in raw["clips"])
+    return Block(raw["left"], raw["right"], raw["what"], clips, raw["parent"], raw["scrolls"])
+
+
+# --------------------------------------------------------------------------- figure backgrounds
+
+
+def image_transparency(data: bytes) -> float | None:
+    """The fraction of an image's pixels that are not fully opaque (alpha < 255).
+
+    0.0 for an opaque image, None when Pillow cannot decode it (an SVG, for one). A figure
+    with transparent pixels takes the page's background: dark text on the dark theme.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        return None
+    with image:
+        if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and (
+            "transparency" not in image.info
+        ):
+            return 0.0
+        histogram = image.convert("RGBA").getchannel("A").histogram()
+    return 1.0 - histogram[255] / sum(histogram)
+
+
+def image_bytes(root: Path, base_url: str, src: str) -> bytes | None:
+    """The bytes behind an image's resolved `src`: a data URI or a file of the served `root`.
+
+    None for anything else (another host is already reported as blocked, a missing file as
+    not loaded).
+    """
+    if src.startswith("data:"):
+        header, _, payload = src.partition(",")
+        if header.endswith(";base64"):
+            return base64.b64decode(payload)
+        return urllib.parse.unquote_to_bytes(payload)
+    parts = urllib.parse.urlsplit(src)
+    base_path = urllib.parse.urlsplit(base_url).path
+    if parts.hostname not in LOCAL_HOSTS or not parts.path.startswith(base_path):
+        return None
+    path = root / urllib.parse.unquote(parts.path)[len(base_path) :]
+    return path.read_bytes() if path.is_file() else None
+
+
+def figure_problems(root: Path, base_url: str, srcs: list[str]) -> list[str]:
+    """A problem for each image (by resolved `src`) that has transparent pixels."""
+    problems = []
+    for src in dict.fromkeys(srcs):
+        data = image_bytes(root, base_url, src)
+        share = image_transparency(data) if data else None
+        if share:
+            name = src.removeprefix(base_url)
+            name = name if len(name) < 100 else name[:60] + "..."
+            problems.append(
+                f"figure {name} is not opaque: {share:.1%} of its pixels are transparent, so"
+                " it shows the page background (unreadable in dark mode); save it with an"
+                " opaque facecolor"
+            )
+    return problems
+
+
 # --------------------------------------------------------------------------- in the browser
 
 # Visible text outside code and typeset math that still looks like TeX: an unrendered
@@ -176,10 +380,14 @@ async () => {
 }
 """
 
-# Wait until MathJax (when the page loads it) has typeset the page.
+# Wait until MathJax (when the page loads it) has typeset the page. A page with math but no
+# MathJax script at all is answered at once rather than after the 15 s wait.
 _MATHJAX_READY_JS = r"""
 async () => {
   if (!document.querySelector(".math")) return "no math";
+  if (!window.MathJax && ![...document.scripts].some(s => /mathjax/i.test(s.src))) {
+    return "MathJax did not load";
+  }
   for (let i = 0; i < 300 && !(window.MathJax && MathJax.startup && MathJax.startup.promise); i++) {
     await new Promise(r => setTimeout(r, 50));
   }
@@ -192,6 +400,109 @@ async () => {
 """
 
 
+# The layout measurement behind `layout_problems`. The text column is the content box of the
+# theme's article (sphinx-book-theme: `article.bd-article`; a bare page: `main`, then `body`),
+# cut at the viewport. Blocks with no box (hidden, in a closed toggle) are left out.
+LAYOUT_SELECTOR = (
+    "table, figure, img, div.cell_output, pre, div.math, mjx-container[display='true']"
+)
+_LAYOUT_JS = r"""
+(selector) => {
+  const col = document.querySelector("article.bd-article") || document.querySelector("main")
+              || document.body;
+  const style = getComputedStyle(col);
+  const box = col.getBoundingClientRect();
+  const html = document.documentElement;
+  const padLeft = parseFloat(style.borderLeftWidth) + parseFloat(style.paddingLeft);
+  const padRight = parseFloat(style.borderRightWidth) + parseFloat(style.paddingRight);
+  // Wide content can stretch the column itself past the viewport (a flex item grows to its
+  // content on a phone): the column then ends where the viewport does, less its padding.
+  const column = {
+    left: Math.max(box.left, 0) + padLeft,
+    right: Math.min(box.right, html.clientWidth) - padRight,
+  };
+  const describe = (el) => {
+    const cls = el.getAttribute("class");
+    let what = `<${el.tagName.toLowerCase()}${el.id ? ` id="${el.id}"` : ""}`
+               + `${cls ? ` class="${cls.trim()}"` : ""}>`;
+    const where = el.closest("[id]");
+    if (where && where !== el && col.contains(where)) what += ` in #${where.id}`;
+    const text = el.tagName === "IMG" ? el.getAttribute("src")
+                 : el.textContent.replace(/\s+/g, " ").trim();
+    if (text) what += ` ${JSON.stringify(text.length > 50 ? text.slice(0, 50) + "..." : text)}`;
+    return what;
+  };
+  // The right edge of what an element shows: its box, or the content that spills out of it
+  // when it does not clip (`overflow-x: visible`), such as a long line of a `pre` that does
+  // not scroll. (scrollWidth is 0 for inline elements: their box is what counts.)
+  const right = (el, r, overflow) => overflow === "visible"
+    ? Math.max(r.right, r.left + el.clientLeft + el.scrollWidth) : r.right;
+  const elements = [...col.querySelectorAll(selector)];
+  const blocks = [];
+  const kept = new Map();
+  elements.forEach((el) => {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) return;
+    let parent = -1;
+    const clips = [];
+    for (let a = el.parentElement; a && a !== col; a = a.parentElement) {
+      if (parent < 0 && kept.has(a)) parent = kept.get(a);
+      const overflow = getComputedStyle(a).overflowX;
+      if (overflow !== "visible") {
+        const b = a.getBoundingClientRect();
+        clips.push({left: b.left, right: b.right, overflow, what: describe(a)});
+      }
+    }
+    const overflow = getComputedStyle(el).overflowX;
+    const scrolls = (overflow === "auto" || overflow === "scroll")
+                    && el.scrollWidth > el.clientWidth + 1;
+    kept.set(el, blocks.length);
+    blocks.push({left: r.left, right: right(el, r, overflow), what: describe(el), clips, parent,
+                 scrolls});
+  });
+  // When the page itself scrolls sideways: the innermost elements that stick out of the
+  // viewport (outside scroll boxes and fixed elements), to name in the report.
+  const width = html.clientWidth;
+  const culprits = [];
+  const out = (el) => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && right(el, r, getComputedStyle(el).overflowX) > width + 1;
+  };
+  const walk = (el) => {
+    let inner = false;
+    for (const child of el.children) {
+      const style = getComputedStyle(child);
+      if (style.position === "fixed" || style.display === "none") continue;
+      if (style.overflowX !== "visible") {
+        if (out(child)) { culprits.push(child); inner = true; }
+      } else if (walk(child)) {
+        inner = true;
+      }
+    }
+    if (!inner && out(el)) { culprits.push(el); return true; }
+    return inner;
+  };
+  if (html.scrollWidth > width + 1) walk(document.body);
+  return {
+    column, blocks,
+    page: {scrollWidth: html.scrollWidth, clientWidth: width,
+           culprits: culprits.slice(0, 5).map(describe)},
+    images: [...col.querySelectorAll("img")].map(img => img.currentSrc || img.src),
+  };
+}
+"""
+
+# Switch the theme's colour mode (pydata-sphinx-theme styles `html[data-theme=...]`), then
+# wait two frames so the next measurement or screenshot sees the new styles.
+_SET_MODE_JS = r"""
+async (mode) => {
+  document.documentElement.dataset.mode = mode;
+  document.documentElement.dataset.theme = mode;
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+}
+"""
+
+
 @dataclass
 class PageReport:
     page: str
@@ -199,6 +510,8 @@ class PageReport:
     external_links: set[str] = field(default_factory=set)
     blocked: list[str] = field(default_factory=list)
     colab: str | None = None
+    # Blocks that fit only by scrolling sideways ("<width> px: <element>"): not problems.
+    scrolling: list[str] = field(default_factory=list)
 
 
 def check_page(
@@ -208,12 +521,21 @@ def check_page(
     page: str,
     screenshot: Path | None = None,
     colab_expected: str | None = None,
+    layout_widths: tuple[int, ...] = LAYOUT_WIDTHS,
 ) -> PageReport:
     """Open `page` (a toc entry, e.g. "notebooks/01_x") and collect what is wrong with it.
 
     `context` is a Playwright browser context whose every non-localhost request is aborted
     (see `offline_context`). `colab_expected`, when given, is the exact URL the page's Colab
     launch button must have.
+
+    The page is then laid out at each of `layout_widths` (the other checks run at the
+    context's viewport, 1280 px), in the theme's light and dark modes, and every table,
+    figure, cell output, code block and display formula must fit the text column or scroll
+    in a box of its own (`layout_problems`); every image of the text must be opaque
+    (`figure_problems`). `screenshot` (a .png path) is the full page at the first width;
+    beside it go `<name>-dark.png` (the first width, dark mode) and `<name>-<width>.png`
+    (each further width, light mode).
     """
     report = PageReport(page)
     problems = report.problems
@@ -268,7 +590,10 @@ def check_page(
 
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
-            page_obj.screenshot(path=str(screenshot), full_page=True)
+            if not layout_widths:
+                page_obj.screenshot(path=str(screenshot), full_page=True)
+        layout, report.scrolling = check_layout(page_obj, root, base_url, layout_widths, screenshot)
+        problems.extend(layout)
     finally:
         page_obj.close()
     report.blocked = context.blocked[blocked_before:]
@@ -278,6 +603,67 @@ def check_page(
     problems.extend(console_errors)
     report.problems = [f"{page}: {p}" for p in problems]
     return report
+
+
+def screenshot_path(screenshot: Path, first: bool, width: int, mode: str) -> Path | None:
+    """Where the screenshot of one layout goes, beside `screenshot` (None: no screenshot).
+
+    The first width in light mode is `screenshot` itself, in dark mode `<name>-dark.png`;
+    further widths are taken in light mode only, as `<name>-<width>.png`.
+    """
+    if first:
+        suffix = "" if mode == "light" else "-dark"
+    elif mode == "light":
+        suffix = f"-{width}"
+    else:
+        return None
+    return screenshot.with_name(f"{screenshot.stem}{suffix}{screenshot.suffix}")
+
+
+def by_layout(width: int, found: dict[str, list[str]]) -> list[str]:
+    """Problems found at one width in each colour mode, each prefixed with where it shows.
+
+    A problem found in every mode is reported once ("1280 px, light and dark mode: ...").
+    """
+    modes = list(found)
+    everywhere = [p for p in found[modes[0]] if all(p in found[m] for m in modes[1:])]
+    lines = [f"{width} px, {' and '.join(modes)} mode: {p}" for p in everywhere]
+    for mode in modes:
+        lines += [f"{width} px, {mode} mode: {p}" for p in found[mode] if p not in everywhere]
+    return lines
+
+
+def check_layout(
+    page_obj, root: Path, base_url: str, widths: tuple[int, ...], screenshot: Path | None
+) -> tuple[list[str], list[str]]:
+    """The layout and figure problems of an open page at each width, light and dark mode.
+
+    Also returns the blocks that need sideways scrolling at each width (`scrolling_blocks`,
+    light mode). Screenshots are taken along the way (see `screenshot_path`). The page is
+    left in the last width and mode checked.
+    """
+    problems: list[str] = []
+    scrolling: list[str] = []
+    for n, width in enumerate(widths):
+        height = page_obj.viewport_size["height"]
+        if width != page_obj.viewport_size["width"]:
+            page_obj.set_viewport_size({"width": width, "height": height})
+        found: dict[str, list[str]] = {"light": [], "dark": []}
+        # Light then dark at the first width, dark then light at the next: one switch each.
+        for mode in ("light", "dark") if n % 2 == 0 else ("dark", "light"):
+            if page_obj.evaluate("() => document.documentElement.dataset.theme") != mode:
+                page_obj.evaluate(_SET_MODE_JS, mode)
+            measured = page_obj.evaluate(_LAYOUT_JS, LAYOUT_SELECTOR)
+            found[mode] = layout_problems(measured)
+            if mode == "light":
+                scrolling.extend(f"{width} px: {w}" for w in scrolling_blocks(measured))
+            if n == 0 and mode == "light":
+                problems.extend(figure_problems(root, base_url, measured["images"]))
+            shot = screenshot and screenshot_path(screenshot, n == 0, width, mode)
+            if shot:
+                page_obj.screenshot(path=str(shot), full_page=True)
+        problems.extend(by_layout(width, found))
+    return problems, scrolling
 
 
 def offline_context(browser, **kwargs):

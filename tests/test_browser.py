@@ -5,8 +5,18 @@ edits here) is opened in headless Chromium from a localhost server, with every r
 another host aborted. Each page must show no console error, load all its images, typeset all
 its math (no raw `$$` or `\\begin{`), have internal links and anchors that resolve, and, for
 notebook pages, a Colab launch button pointing at the notebook in the configured repository.
-A full-page PNG of each page is written to `_build/screenshots/` for a person to look at;
-external links are listed in `_build/screenshots/external-links.txt`, never fetched.
+
+Pages that fit: each page is laid out at 1280 px and at a phone's 400 px, in the theme's light
+and dark modes. Every table, figure, image, cell output, code block and display formula must
+fit the text column or scroll sideways inside a box of its own (not be cut off, not push the
+page sideways), and every image of the text must be opaque, so that no figure shows the dark
+theme's background through it.
+
+Full-page PNGs of each page are written to `_build/screenshots/` for a person to look at:
+`<page>.png` (1280 px), `<page>-dark.png` (1280 px, dark mode) and `<page>-400.png` (400 px).
+External links are listed in `_build/screenshots/external-links.txt`, never fetched; the
+tables, figures and formulas that fit only by scrolling sideways (allowed, but worth a look)
+in `_build/screenshots/sideways-scroll.txt`.
 
 The student edition (`make book-student`) is checked to hold no solution.
 
@@ -17,6 +27,8 @@ Without Chromium or the built book the tests are skipped, except with CI=true wh
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import re
 import time
@@ -86,12 +98,27 @@ def external_links():
         )
 
 
+@pytest.fixture(scope="module")
+def sideways_scroll():
+    found: dict[str, list[str]] = {}
+    yield found
+    if found:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        lines = [f"{page}\t{what}" for page in found for what in found[page]]
+        (SHOTS / "sideways-scroll.txt").write_text(
+            "# Tables, figures and formulas that fit the text column only by scrolling sideways"
+            " in a box of their own (code blocks left out): page<TAB>viewport: element\n"
+            + "\n".join(lines)
+            + "\n"
+        )
+
+
 def is_notebook(page: str) -> bool:
     return (ROOT / f"{page}.ipynb").is_file()
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_page_in_browser(book, external_links, page):
+def test_page_in_browser(book, external_links, sideways_scroll, page):
     context, base_url = book
     expected = bc.colab_url(CONFIG, page) if is_notebook(page) else None
     shot = SHOTS / (page.replace("/", "__") + ".png")
@@ -99,6 +126,8 @@ def test_page_in_browser(book, external_links, page):
     report = bc.check_page(context, BOOK_HTML, base_url, page, shot, colab_expected=expected)
     for href in report.external_links:
         external_links.setdefault(href, set()).add(page)
+    if report.scrolling:
+        sideways_scroll[page] = report.scrolling
     assert not report.problems, "\n".join(report.problems)
     print(f"{page}: ok in {time.perf_counter() - start:.1f} s, screenshot {shot}")
 
@@ -225,6 +254,68 @@ def test_checker_reports_a_broken_page(browser, tmp_path):
         "https://example.org/",
         "https://colab.research.google.com/github/someone/else/blob/main/x.ipynb",
     }
+
+
+def _png(rgba: tuple[int, int, int, int], size=(40, 30)) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGBA", size, rgba).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+LAYOUT_PAGE = """<!DOCTYPE html><html><head><title>layout</title><style>
+body { margin: 0; } main { max-width: 600px; margin: 0 auto; padding: 0 20px; }
+.scroll { overflow-x: auto; } .clip { overflow: hidden; width: 150px; }
+table { border-collapse: collapse; } td { padding: 0; }
+</style></head><body><main>
+<p>A text column of at most 600 px.</p>
+<table id="too-wide"><tr><td style="min-width: 900px">a table wider than the column</td></tr>
+</table>
+<div class="scroll"><table id="scrolls"><tr><td style="min-width: 900px">a wide table in its
+own scroll box</td></tr></table></div>
+<div class="clip"><img id="cut" src="opaque.png" width="300" height="30" alt="cut off"></div>
+<img src="opaque.png" alt="an opaque figure">
+<img src="DATA_URI" alt="a transparent figure">
+<pre style="overflow: visible; white-space: pre">a code line with no scroll box: WIDE_LINE</pre>
+</main></body></html>
+"""
+
+
+def test_checker_reports_layout_offenders(browser, tmp_path):
+    """The layout and figure checks can fail: each offender of a synthetic page is named."""
+    transparent = "data:image/png;base64," + base64.b64encode(_png((0, 0, 0, 0))).decode()
+    (tmp_path / "opaque.png").write_bytes(_png((255, 255, 255, 255)))
+    page = LAYOUT_PAGE.replace("DATA_URI", transparent).replace("WIDE_LINE", "x" * 150)
+    (tmp_path / "index.html").write_text("<html><body>index</body></html>")
+    (tmp_path / "layout.html").write_text(page)
+    shot = tmp_path / "shots" / "layout.png"
+    with bc.serve(tmp_path) as base_url:
+        context = bc.offline_context(browser)
+        report = bc.check_page(context, tmp_path, base_url, "layout", shot)
+        context.close()
+    text = "\n".join(report.problems)
+    expected = ["is not opaque: 100.0% of its pixels are transparent"]
+    for width in bc.LAYOUT_WIDTHS:
+        for mode in ("light and dark",):
+            prefix = f"layout: {width} px, {mode} mode: "
+            expected += [
+                prefix + '<table id="too-wide"> "a table wider than the column": wider than the'
+                " text column and not in a horizontal scroll box of its own",
+                prefix + '<img id="cut"> "opaque.png": cut off on the right by <div class="clip">',
+                prefix + '<pre> "a code line with no scroll box: xxx',
+            ]
+    expected.append("layout: 400 px, light and dark mode: the page is")
+    missing = [e for e in expected if e not in text]
+    assert not missing, f"not reported: {missing}\nreport:\n{text}"
+    assert 'id="scrolls"' not in text  # it scrolls in a box of its own: fine
+    assert text.count("is not opaque") == 1  # the opaque PNG passes
+    assert [s for s in report.scrolling if 'id="scrolls"' in s] == [
+        f'{w} px: <table id="scrolls"> "a wide table in its own scroll box"'
+        for w in bc.LAYOUT_WIDTHS
+    ]
+    for name in ("layout.png", "layout-dark.png", "layout-400.png"):
+        assert (shot.parent / name).is_file(), name
 
 
 def test_toc_pages_cover_the_book():
