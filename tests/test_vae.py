@@ -754,9 +754,12 @@ def test_amortization_table_and_summary_read_live_and_committed_gaps():
     assert (s["gap_images"], s["gap_first_steps"], s["gap_steps"]) == (8, 5, 10)
     assert (s["gap_nsf"], s["gap_nsf_se"], s["gap_rise_cif"]) == (1.5, 0.3, 1.5)
     # 3.0 - 1.5 > 2 * hypot(0.4, 0.3) = 1.0, but 3.0 - 2.5 is not
-    assert s["gap_live_verdict"] == "do not both lie"
+    assert (s["gap_live_verdict"], s["gap_live_claim"]) == ("do not both lie", "does not show it")
     live["cif-nsf"][10] = (1.0, 0.3)
-    assert vx.amortization_summary(live, 8, {})["gap_live_verdict"] == "both lie"
+    s2 = vx.amortization_summary(live, 8, {})
+    assert (s2["gap_live_verdict"], s2["gap_live_claim"]) == ("both lie", "does not show it")
+    live["nsf"][5], live["cif-nsf"][5] = (1.3, 0.3), (0.8, 0.3)  # both rose by 0.2 < 0.3
+    assert vx.amortization_summary(live, 8, {})["gap_live_claim"] == "shows it"
     assert (s["gap_flows_below"], s["gap_flow_cases"]) == (2, 2)
     assert (s["gap_flow_lead_min"], s["gap_flow_lead_max"]) == pytest.approx((0.1, 0.4))
     assert (s["gap_cif_below"], s["gap_cif_cases"]) == (0, 1)

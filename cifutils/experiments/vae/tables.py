@@ -547,9 +547,12 @@ def amortization_summary(
     ``gap_images``, the first and last number of refinement steps (``gap_first_steps``,
     ``gap_steps``); per posterior (``gaussian``, ``nsf``, ``cif``) the gain after the last
     count and its standard error (``gap_<q>``, ``gap_<q>_se``) and how much it grew since the
-    first count (``gap_rise_<q>``); and ``gap_live_verdict``, whether both flows' gains lie
+    first count (``gap_rise_<q>``); ``gap_live_verdict``, whether both flows' gains lie
     below the Gaussian's by more than two standard errors (of the difference, counting the
-    two as independent): ``"both lie"`` or ``"do not both lie"``.
+    two as independent): ``"both lie"`` or ``"do not both lie"``; and ``gap_live_claim``,
+    whether the live estimate shows that the flows shrink the gap, which takes both that and
+    every flow's gain having stopped growing (its rise no larger than its standard error):
+    ``"shows it"`` or ``"does not show it"``.
 
     From ``committed`` (as in :func:`amortization_table`, by default
     :func:`committed_amortization_gaps`), over every (set, dataset) with all three
@@ -575,6 +578,8 @@ def amortization_summary(
         g_mean - live[q][last][0] > 2 * np.hypot(g_se, live[q][last][1]) for q in ("nsf", "cif-nsf")
     )
     out["gap_live_verdict"] = "both lie" if below else "do not both lie"
+    settled = all(out[f"gap_rise_{_GAP_KEYS[q]}"] <= live[q][last][1] for q in ("nsf", "cif-nsf"))
+    out["gap_live_claim"] = "shows it" if below and settled else "does not show it"
     leads, cif_below = [], []
     for rows in committed.values():
         for ds in ("mnist", "fashion-mnist"):
