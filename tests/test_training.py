@@ -100,6 +100,11 @@ def test_budgets(monkeypatch):
     assert (paper.mog_steps, paper.mog_batch, paper.mog_seeds) == (20_000, 1_000, 3)
     assert (paper.vae_max_epochs, paper.vae_patience, paper.vae_test_k) == (1_000, 50, 100)
     assert BUDGETS["smoke"].mog_steps < BUDGETS["book"].mog_steps <= paper.mog_steps
+    # Chapter 6's amortization gap at the paper budget: the committed runs' setting.
+    assert (paper.vae_gap_images, paper.vae_gap_steps) == (10, 50)
+    for field in ("vae_gap_images", "vae_gap_steps"):
+        sizes = [getattr(BUDGETS[name], field) for name in ("smoke", "book", "paper")]
+        assert 2 <= sizes[0] <= sizes[1] <= sizes[2], (field, sizes)
 
 
 def test_device_choice(monkeypatch):

@@ -279,6 +279,25 @@ def test_gap_estimates_run():
     assert np.isfinite(mean)
 
 
+def test_amortization_gap_curve_reads_one_refinement_along_the_way():
+    torch.manual_seed(0)
+    vae = make_vae("gaussian")
+    before = [p.detach().clone() for p in vae.parameters()]
+    x = (torch.rand(3, 1, 28, 28) < 0.3).float()
+    kw = dict(num_samples=2, eval_samples=20)
+    torch.manual_seed(1)
+    single = vx.amortization_gap(vae, x, steps=4, **kw)
+    torch.manual_seed(1)
+    assert vx.amortization_gap_curve(vae, x, [4], **kw) == {4: single}  # draw for draw
+    torch.manual_seed(1)
+    curve = vx.amortization_gap_curve(vae, x, (4, 0, 2), **kw)
+    assert list(curve) == [0, 2, 4] and all(np.isfinite(m) and s >= 0 for m, s in curve.values())
+    # the trained model is left as it was: each image refines its own copy
+    assert all(torch.equal(a, b) for a, b in zip(before, vae.parameters()))
+    with pytest.raises(ValueError, match="steps"):
+        vx.amortization_gap_curve(vae, x, [-1])
+
+
 def test_real_loader_feeds_the_model(tmp_path):
     from cifutils.data import DataNotFoundError, load_binarized
 
@@ -702,6 +721,55 @@ def test_continued_summary_gives_the_figures_the_prose_quotes():
     # the comparison lines read the same cells
     lines = vx.continued_comparison(long, short)
     assert "cif-nsf - nsf = +0.25 nats" in "\n".join(lines)
+
+
+def test_amortization_table_and_summary_read_live_and_committed_gaps():
+    live = {
+        "gaussian": {5: (2.0, 0.5), 10: (3.0, 0.4)},
+        "nsf": {5: (0.5, 0.3), 10: (1.5, 0.3)},
+        "cif-nsf": {5: (1.0, 0.6), 10: (2.5, 0.5)},
+    }
+
+    def row(dataset, posterior, mean, seed):
+        return {"dataset": dataset, "posterior": posterior, "mean": mean, "seed": seed}
+
+    rows = [
+        row("mnist", "gaussian", 5.0, 0),
+        row("mnist", "gaussian", 4.0, 1),
+        row("mnist", "nsf", 4.0, 0),
+        row("mnist", "nsf", 4.2, 1),
+        row("mnist", "cif-nsf", 4.5, 0),
+        row("mnist", "cif-nsf", 4.3, 1),
+        row("fashion-mnist", "gaussian", 2.0, 0),  # no flows: left out of the summary
+    ]
+    rows = [{**r, "test_images": 10, "steps": 50} for r in rows]
+    table = vx.amortization_table(live, 8, "live, smoke", "mnist", {"63 epochs": rows})
+    assert table.index.names == ["models", "dataset"] and list(table["steps"]) == [5, 10, 50, 50]
+    assert list(table.loc[("live, smoke", "mnist"), "nsf"]) == ["0.50 ± 0.30", "1.50 ± 0.30"]
+    first = table.loc[("63 epochs", "mnist")]
+    assert (first["gaussian"], first["nsf"], first["images"]) == ("4.50 ± 0.71", "4.10 ± 0.14", 10)
+    assert first["±"] == "std. deviation over seeds 0, 1"
+    assert table.loc[("63 epochs", "fashion-mnist"), "gaussian"] == "2.00"  # one seed
+    s = vx.amortization_summary(live, 8, {"63 epochs": rows})
+    assert (s["gap_images"], s["gap_first_steps"], s["gap_steps"]) == (8, 5, 10)
+    assert (s["gap_nsf"], s["gap_nsf_se"], s["gap_rise_cif"]) == (1.5, 0.3, 1.5)
+    # 3.0 - 1.5 > 2 * hypot(0.4, 0.3) = 1.0, but 3.0 - 2.5 is not
+    assert (s["gap_live_verdict"], s["gap_live_claim"]) == ("do not both lie", "does not show it")
+    live["cif-nsf"][10] = (1.0, 0.3)
+    s2 = vx.amortization_summary(live, 8, {})
+    assert (s2["gap_live_verdict"], s2["gap_live_claim"]) == ("both lie", "does not show it")
+    live["nsf"][5], live["cif-nsf"][5] = (1.3, 0.3), (0.8, 0.3)  # both rose by 0.2 < 0.3
+    assert vx.amortization_summary(live, 8, {})["gap_live_claim"] == "shows it"
+    assert (s["gap_flows_below"], s["gap_flow_cases"]) == (2, 2)
+    assert (s["gap_flow_lead_min"], s["gap_flow_lead_max"]) == pytest.approx((0.1, 0.4))
+    assert (s["gap_cif_below"], s["gap_cif_cases"]) == (0, 1)
+
+
+def test_committed_amortization_gaps_are_read_for_every_run():
+    committed = vx.committed_amortization_gaps()
+    assert list(committed) == ["Table 1 (63 epochs)", "trained to the rule"]
+    for rows in committed.values():  # the command line's --gap-images 10 --amortization-steps 50
+        assert len(rows) == 18 and {(r["test_images"], r["steps"]) for r in rows} == {(10, 50)}
 
 
 def test_ordering_lines_need_two_seeds_in_every_cell():

@@ -41,7 +41,7 @@ References:
 
 from .cli import main, run
 from .config import VAEConfig, default_runs_dir, device_label, stored_setting
-from .evaluation import amortization_gap, auxiliary_gap, evaluate
+from .evaluation import amortization_gap, amortization_gap_curve, auxiliary_gap, evaluate
 from .model import (
     ALL_POSTERIORS,
     ARCHITECTURES,
@@ -54,7 +54,10 @@ from .model import (
 from .multi import train_many, train_together
 from .tables import (
     SLIDES_TABLE1,
+    amortization_summary,
+    amortization_table,
     collect_results,
+    committed_amortization_gaps,
     continued_comparison,
     continued_summary,
     continued_table,
@@ -93,6 +96,7 @@ __all__ = [
     "evaluate",
     "auxiliary_gap",
     "amortization_gap",
+    "amortization_gap_curve",
     "SLIDES_TABLE1",
     "training_lines",
     "live_bounds_table",
@@ -107,6 +111,9 @@ __all__ = [
     "ordering_lines",
     "ordering_check",
     "validation_ordering_lines",
+    "committed_amortization_gaps",
+    "amortization_table",
+    "amortization_summary",
     "run",
     "main",
 ]

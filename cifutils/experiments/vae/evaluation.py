@@ -5,6 +5,7 @@ auxiliary gap of a CIF posterior and the amortization gap.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 
@@ -17,7 +18,7 @@ from .model import (
     iw_log_likelihood,
 )
 
-__all__ = ["evaluate", "amortization_gap", "auxiliary_gap"]
+__all__ = ["evaluate", "amortization_gap", "amortization_gap_curve", "auxiliary_gap"]
 
 
 @torch.no_grad()
@@ -49,7 +50,34 @@ def amortization_gap(
 ) -> tuple[float, float]:
     """Mean and stderr over ``images`` of ``ELBO(q_x*) - ELBO(q)``, where ``q_x*`` is the
     posterior network fine-tuned on the single image ``x`` for ``steps`` Adam steps with the
-    decoder fixed: an estimate (from below) of the amortization gap of Cremer et al. (2018)."""
+    decoder fixed: an estimate (from below) of the amortization gap of Cremer et al. (2018).
+
+    Each ELBO is the mean of ``eval_samples`` log-weights
+    (:meth:`~cifutils.experiments.vae.model.VAE.log_weights`; for a CIF posterior the
+    auxiliary ELBO), each step maximizes the mean of ``num_samples`` of them with Adam at
+    learning rate ``lr``. Draws from torch's global generator, so ``torch.manual_seed``
+    makes it repeatable. Needs two images or more (for the standard error)."""
+    return amortization_gap_curve(vae, images, [steps], num_samples, eval_samples, lr)[steps]
+
+
+def amortization_gap_curve(
+    vae: VAE,
+    images: torch.Tensor,
+    steps: Sequence[int],
+    num_samples: int = 10,
+    eval_samples: int = 500,
+    lr: float = 1e-3,
+) -> dict[int, tuple[float, float]]:
+    """:func:`amortization_gap` read after each number of refinement steps in ``steps``,
+    from one refinement per image: ``{n: (mean, stderr)}``, in increasing ``n``.
+
+    A gain that still grows between the last two counts says the refinement has not
+    converged, and the estimate is a loose lower bound. With a single count this is
+    :func:`amortization_gap`, draw for draw; more counts spend one more ELBO evaluation
+    each, so the draws of the later steps differ."""
+    counts = sorted(set(steps))
+    if not counts or counts[0] < 0:
+        raise ValueError(f"steps must be non-negative counts, got {list(steps)}")
     gaps = []
     for x in images.split(1):
         local = copy.deepcopy(vae)
@@ -57,14 +85,20 @@ def amortization_gap(
         with torch.no_grad():
             before = local.log_weights(x, eval_samples).mean()
         opt = torch.optim.Adam(local.posterior.parameters(), lr=lr)
-        for _ in range(steps):
+        row = []
+        for step in range(counts[-1] + 1):
+            if step in counts:
+                with torch.no_grad():
+                    row.append(local.log_weights(x, eval_samples).mean() - before)
+            if step == counts[-1]:
+                break
             loss = -local.log_weights(x, num_samples).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        with torch.no_grad():
-            gaps.append(local.log_weights(x, eval_samples).mean() - before)
-    return mean_and_stderr(torch.stack(gaps))
+        gaps.append(torch.stack(row))
+    gaps = torch.stack(gaps)
+    return {n: mean_and_stderr(gaps[:, i]) for i, n in enumerate(counts)}
 
 
 def evaluate(vae: VAE, cfg: VAEConfig, splits=None, seed: int = 1234) -> dict:
