@@ -25,7 +25,9 @@ What lives where (the names used by chapter 6 are also importable from this pack
 * :mod:`~cifutils.experiments.vae.training` -- training with early stopping and checkpoints;
 * :mod:`~cifutils.experiments.vae.multi` -- several runs side by side (CUDA graphs on a GPU);
 * :mod:`~cifutils.experiments.vae.evaluation` -- test bounds, auxiliary and amortization gaps;
-* :mod:`~cifutils.experiments.vae.tables` -- Table 1 and the other tables chapter 6 prints;
+* :mod:`~cifutils.experiments.vae.tables` -- Table 1 and the live runs' tables;
+* :mod:`~cifutils.experiments.vae.continued` -- the continued runs and the validation curves;
+* :mod:`~cifutils.experiments.vae.amortization` -- the committed runs' amortization gaps;
 * :mod:`~cifutils.experiments.vae.weights` -- trained weights stored compactly in the repository;
 * :mod:`~cifutils.experiments.vae.figures` -- chapter 6's figures (imports matplotlib, so it
   is not imported here);
@@ -39,8 +41,17 @@ References:
     normalizing flows. ICML 2020 INNF+ workshop / UAI 2021.
 """
 
+from .amortization import amortization_summary, amortization_table, committed_amortization_gaps
 from .cli import main, run
 from .config import VAEConfig, default_runs_dir, device_label, stored_setting
+from .continued import (
+    continued_comparison,
+    continued_summary,
+    continued_table,
+    validation_cells,
+    validation_ordering_lines,
+    validation_table,
+)
 from .evaluation import amortization_gap, amortization_gap_curve, auxiliary_gap, evaluate
 from .model import (
     ALL_POSTERIORS,
@@ -54,22 +65,13 @@ from .model import (
 from .multi import train_many, train_together
 from .tables import (
     SLIDES_TABLE1,
-    amortization_summary,
-    amortization_table,
     collect_results,
-    committed_amortization_gaps,
-    continued_comparison,
-    continued_summary,
-    continued_table,
     live_bounds_table,
     ordering_check,
     ordering_lines,
     table1,
     table1_lines,
     training_lines,
-    validation_cells,
-    validation_ordering_lines,
-    validation_table,
 )
 from .training import end_epoch, load_run, new_state, save_run, train, training_loss
 
