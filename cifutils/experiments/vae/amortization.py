@@ -22,8 +22,9 @@ _GAP_KEYS = {"gaussian": "gaussian", "nsf": "nsf", "cif-nsf": "cif"}
 
 def committed_amortization_gaps() -> dict[str, list[dict]]:
     """The amortization-gap estimates stored with the committed paper-budget runs, as
-    ``{label: rows}`` (rows of :func:`collect_results` with ``metric="amortization_gap"``):
-    Table 1's 63-epoch runs and the runs trained to the paper's stopping rule."""
+    ``{label: rows}`` (rows of :func:`~cifutils.experiments.vae.tables.collect_results` with
+    ``metric="amortization_gap"``): Table 1's 63-epoch runs and the runs trained to the paper's
+    stopping rule."""
     return {
         "Table 1 (63 epochs)": collect_results(metric="amortization_gap"),
         "trained to the rule": collect_results(metric="amortization_gap", folder="vae/long"),

@@ -234,8 +234,8 @@ def validation_table(runs: dict):
 def validation_ordering_lines(
     runs: dict, datasets: tuple[str, ...] = ("mnist", "fashion-mnist")
 ) -> list[str]:
-    """:func:`ordering_check` (with the NSF's gain) on the best validation ELBO of each seed
-    of a ``vae-many`` summary.
+    """:func:`~cifutils.experiments.vae.tables.ordering_check` (with the NSF's gain) on the best
+    validation ELBO of each seed of a ``vae-many`` summary.
 
     Args:
         runs: the summary's runs (``{name: {"best_val_elbo": ..., ...}}``).
