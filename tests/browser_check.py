@@ -18,6 +18,7 @@ import contextlib
 import functools
 import http.server
 import io
+import os
 import re
 import threading
 import urllib.parse
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
 import yaml
 
 CHROMIUM_ARGS = [
@@ -38,6 +40,35 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+
+
+# --------------------------------------------------------------------------- the browser
+
+#: In CI a missing browser or build fails the tests; elsewhere it skips them.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str):
+    """Skip outside CI; in CI a missing browser or build is a failure."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true, so this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
+def chromium(executable: str) -> Iterator:
+    """The system Chromium at ``executable``, launched headless through playwright, for a
+    pytest fixture to yield from (closed afterwards); :func:`unavailable` when playwright or
+    the browser is missing."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("the playwright package is not installed (pip install -e '.[test]')")
+    if not Path(executable).exists():
+        unavailable(f"no Chromium at {executable} (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 # --------------------------------------------------------------------------- table of contents

@@ -44,30 +44,17 @@ TOC = Path(os.environ.get("BOOK_TOC", ROOT / "_toc.yml"))
 CONFIG = ROOT / "_config.yml"
 SHOTS = Path(os.environ.get("BOOK_SCREENSHOTS", ROOT / "_build" / "screenshots"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+IN_CI = bc.IN_CI
 
 PAGES = bc.toc_pages(TOC)
 
 
-def unavailable(reason: str):
-    """Skip outside CI; in CI a missing browser or build is a failure."""
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true, so this is a failure, not a skip)")
-    pytest.skip(reason)
+unavailable = bc.unavailable
 
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("the playwright package is not installed (pip install -e '.[test]')")
-    if not Path(CHROMIUM).exists():
-        unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=bc.CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    yield from bc.chromium(CHROMIUM)
 
 
 def served(folder: Path, what: str):
