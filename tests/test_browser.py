@@ -44,7 +44,6 @@ TOC = Path(os.environ.get("BOOK_TOC", ROOT / "_toc.yml"))
 CONFIG = ROOT / "_config.yml"
 SHOTS = Path(os.environ.get("BOOK_SCREENSHOTS", ROOT / "_build" / "screenshots"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-IN_CI = bc.IN_CI
 
 PAGES = bc.toc_pages(TOC)
 

@@ -26,7 +26,6 @@ BOOK_HTML = Path(os.environ.get("BOOK_HTML", ROOT / "_build" / "html"))
 TOC = Path(os.environ.get("BOOK_TOC", ROOT / "_toc.yml"))
 SHOTS = Path(os.environ.get("BOOK_SCREENSHOTS", ROOT / "_build" / "screenshots"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-IN_CI = bc.IN_CI
 
 # The pages with an animation, one player each.
 PLAYER_PAGES = ["notebooks/02_normalizing_flows", "notebooks/03_continuously_indexed_flows"]
