@@ -137,21 +137,35 @@ else
 		$(NOTEBOOKS) || [ $$? -eq 5 ]
 endif
 
-# One clean top-to-bottom run of each notebook, outputs written back in place.
-# Choose notebooks or a budget with e.g.  make execute NOTEBOOKS=notebooks/05_mixture.ipynb BUDGET=smoke
+# One clean top-to-bottom run of each notebook. At the book budget the outputs are written back
+# in place (the book renders them); at any other budget into _build/executed/<budget>/, so the
+# committed outputs stay those of the book budget. Each notebook's time, machine and the files it
+# read ($$CIFUTILS_READ_LOG) are added to results/execution.json, from which the book's build
+# renders the run card at the top of each chapter (cifutils/runcard.py). RECORD= (empty) skips that.
+# Choose notebooks or a budget with e.g.  make execute NOTEBOOKS=notebooks/05_gaussian_mixture.ipynb BUDGET=smoke
+RECORD ?= results/execution.json
+EXECUTED := _build/executed/$(BUDGET)
 execute: venv
 ifeq ($(strip $(NOTEBOOKS)),)
 	@echo "No notebooks in notebooks/ yet: nothing to execute."
 else
-	@total_start=$$(date +%s); \
+	@case "$(BUDGET)" in smoke|book|paper) ;; \
+		*) echo "BUDGET must be smoke, book or paper, not '$(BUDGET)'" >&2; exit 2;; esac; \
+	if [ "$(BUDGET)" = book ]; then where="--inplace"; \
+	else mkdir -p $(EXECUTED); where="--output-dir=$(EXECUTED)"; fi; \
+	reads=$$(mktemp); trap 'rm -f "$$reads"' EXIT; \
+	total_start=$$(date +%s); \
 	for nb in $(NOTEBOOKS); do \
-		start=$$(date +%s); \
+		start=$$(date +%s); : > "$$reads"; \
 		echo "==> $$nb (CIFUTILS_BUDGET=$(BUDGET))"; \
-		CIFUTILS_BUDGET=$(BUDGET) CIFUTILS_PROGRESS=0 $(RUN) jupyter nbconvert \
-			--to notebook --execute --inplace \
+		CIFUTILS_BUDGET=$(BUDGET) CIFUTILS_PROGRESS=0 CIFUTILS_READ_LOG="$$reads" \
+			$(RUN) jupyter nbconvert --to notebook --execute $$where \
 			--ExecutePreprocessor.timeout=$(EXECUTE_TIMEOUT) \
 			--ExecutePreprocessor.kernel_name=python3 "$$nb"; \
-		echo "    $$nb took $$(( $$(date +%s) - start )) s"; \
+		seconds=$$(( $$(date +%s) - start )); \
+		echo "    $$nb took $$seconds s"; \
+		if [ -n "$(RECORD)" ]; then $(RUN) python -m cifutils.runcard record "$$nb" \
+			--budget $(BUDGET) --seconds $$seconds --read-log "$$reads" --record $(RECORD); fi; \
 	done; \
 	echo "All notebooks took $$(( $$(date +%s) - total_start )) s"
 endif

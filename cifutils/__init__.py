@@ -13,6 +13,7 @@ The core library, one concept per module:
 * :mod:`cifutils.budgets` -- the ``smoke`` / ``book`` / ``paper`` budgets;
 * :mod:`cifutils.data` -- binarized MNIST and Fashion-MNIST, checksummed;
 * :mod:`cifutils.results` -- JSON results with provenance, and glue for the book;
+* :mod:`cifutils.runcard` -- the chapters' run cards: execution times and what they read;
 * :mod:`cifutils.cli` -- argument checks shared by the command lines;
 * :mod:`cifutils.plotting` -- the core chapters' figures.
 

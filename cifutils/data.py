@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .results import note_read
+
 __all__ = [
     "DOWNLOADS_ALLOWED",
     "DataIntegrityError",
@@ -221,6 +223,7 @@ def load_idx(
     arrays = []
     for path, ndim in zip(paths, (3, 1), strict=True):
         _verify(path, _MD5[dataset][path.name])
+        note_read("data", path)
         with gzip.open(path, "rb") as f:
             raw = f.read()
         try:

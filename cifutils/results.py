@@ -30,6 +30,8 @@ __all__ = [
     "provenance",
     "write_json",
     "load_result",
+    "note_read",
+    "READ_LOG_ENV",
     "glue",
 ]
 
@@ -103,12 +105,29 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         raise
 
 
+#: The environment variable naming a file to which the loaders append each file they read
+#: (:func:`note_read`; ``make execute`` sets it to build the chapters' run cards).
+READ_LOG_ENV = "CIFUTILS_READ_LOG"
+
+
+def note_read(kind: str, path: str | os.PathLike) -> None:
+    """Append ``{"kind": kind, "path": path}`` as one JSON line to the file named by
+    ``$CIFUTILS_READ_LOG`` (nothing when it is unset). ``kind`` is ``"data"``, ``"results"``
+    or ``"weights"``; :mod:`cifutils.runcard` summarizes the log."""
+    log = os.environ.get(READ_LOG_ENV)
+    if not log:
+        return
+    with open(log, "a") as fh:
+        fh.write(json.dumps({"kind": kind, "path": str(path)}) + "\n")
+
+
 def load_result(relative: str, fetch: bool = True) -> Any | None:
     """Load ``results/<relative>`` (a JSON file) from this checkout; when it is absent and
     ``fetch`` is True, try the committed copy in the repository. Returns None when neither
     exists (the notebooks then say so instead of showing numbers)."""
     local = results_dir() / relative
     if local.exists():
+        note_read("results", local)
         return json.loads(local.read_text())
     if not fetch:
         return None

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cifutils.results import results_dir
+from cifutils.results import note_read, results_dir
 
 from .config import VAEConfig, stored_setting
 from .model import VAE, make_vae
@@ -96,6 +96,8 @@ def load_weights(
     path = folder / record["weights"]["file"]
     if not path.exists():
         raise FileNotFoundError(f"weights file {path} (recorded in {result}) is missing")
+    note_read("results", result)
+    note_read("weights", path)
     found, expected = sha256_of(path), record["weights"]["sha256"]
     if found != expected:
         raise WeightsMismatchError(
