@@ -251,7 +251,10 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--read-log", help=f"the file ${READ_LOG_ENV} pointed to during the run")
     r.add_argument("--record", default=str(ROOT / "results" / "execution.json"))
     a = p.parse_args(argv)
-    entry = record_execution(a.record, a.notebook, a.budget, a.seconds, a.read_log)
+    try:
+        entry = record_execution(a.record, a.notebook, a.budget, a.seconds, a.read_log)
+    except (ValueError, FileNotFoundError) as err:
+        p.error(str(err))
     print(f"recorded {Path(a.notebook).stem} {a.budget}: {format_seconds(entry['seconds'])}")
 
 
