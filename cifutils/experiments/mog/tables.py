@@ -237,7 +237,7 @@ def summary_table(
                 "seeds": len(runs),
                 "ELBO (aux. for CIF)": fmt("elbo"),
                 "marginal ELBO": fmt("marginal_elbo"),
-                "log Z estimate (K=100)": fmt("log_z_iw"),
+                "log p(x) estimate (K=100)": fmt("log_z_iw"),
                 "modes covered": "/".join(str(r.get("modes_covered", "?")) for r in runs),
                 "coverage KL": fmt("coverage_kl"),
                 "far from all modes": fmt("far_fraction"),
