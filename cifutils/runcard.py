@@ -229,9 +229,11 @@ def card_rst(entries: dict[str, Any]) -> str:
     else:
         gpu_text = "not measured; the times above need no GPU"
     models = sorted({e["machine"]["cpu"] for e in cpu})
+    book = list(entries.get("book", {}).values())
+    reads_label = "Reads (at the ``book`` budget)" if book else "Reads"
     lines += [
         "",
-        f"   **GPU:** {gpu_text}. **Reads:** {_reads_text(cpu + gpu)}.",
+        f"   **GPU:** {gpu_text}. **{reads_label}:** {_reads_text(book or cpu + gpu)}.",
         "",
         f"   Times of one ``make execute`` per budget (``CIFUTILS_BUDGET``) on {', '.join(models)}"
         " (``results/execution.json``).",
