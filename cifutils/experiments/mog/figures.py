@@ -87,7 +87,7 @@ def plot_estimator_study(study: dict, ax=None, reference: float | None = None):
         if f"{key}_mean" in study:
             _errorbar_where_run(ax, n, study, key, shift, marker=marker, label=label)
     if reference is not None:
-        ax.axhline(reference, color="grey", ls="--", lw=1, label="$\\log Z = 0$")
+        ax.axhline(reference, color="grey", ls="--", lw=1, label="$\\log p(x) = 0$")
     ax.set_xscale("log")
     ax.set_xlabel("number of samples $N$")
     ax.set_ylabel("estimate (nats)")

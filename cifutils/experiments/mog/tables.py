@@ -355,14 +355,14 @@ def side_by_side(
 def sanity_checks(results_by_budget: dict[str, dict]) -> dict[str, bool]:
     """Checks every run should pass whatever its budget, over the runs of each budget
     (``{budget: {(model, sigma0, seed): result}}``): its coverage fractions sum to 1; its
-    ELBO is at most ``log Z = 0`` within 3 standard errors; and, for a CIF, its marginal ELBO
+    ELBO is at most ``log p(x) = 0`` within 3 standard errors; and, for a CIF, its marginal ELBO
     is at least its auxiliary ELBO within 4 standard errors of the difference."""
     runs = [(key, r["metrics"]) for res in results_by_budget.values() for key, r in res.items()]
     return {
         "coverage fractions sum to 1 in every run": all(
             abs(sum(m["coverage"]) - 1) < 1e-3 for _, m in runs
         ),
-        "every ELBO <= log Z = 0 within 3 standard errors": all(
+        "every ELBO <= log p(x) = 0 within 3 standard errors": all(
             m["elbo"] <= 3 * m["elbo_se"] for _, m in runs
         ),
         "CIF-NSF: marginal ELBO >= auxiliary ELBO within 4 standard errors": all(
