@@ -235,8 +235,8 @@ def card_rst(entries: dict[str, Any]) -> str:
         "",
         f"   **GPU:** {gpu_text}. **{reads_label}:** {_reads_text(book or cpu + gpu)}.",
         "",
-        f"   Times of one ``make execute`` per budget (``CIFUTILS_BUDGET``) on {', '.join(models)}"
-        " (``results/execution.json``).",
+        f"   Each time is one ``make execute`` at that budget (``CIFUTILS_BUDGET``); CPU:"
+        f" {', '.join(models)}. Recorded in ``results/execution.json``.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -138,6 +138,29 @@ def test_mathjax_is_served_locally():
     assert (BOOK_HTML / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
 
 
+def test_every_chapter_has_its_run_card():
+    """Each chapter shows its run card (book/_ext/run_cards.py) right under its title, with
+    CPU times at the smoke and book budgets, read from results/execution.json."""
+    chapters = [p for p in PAGES if is_notebook(p) and (BOOK_HTML / f"{p}.html").is_file()]
+    if not chapters:
+        unavailable("no built chapter to check")
+    for p in chapters:
+        html = (BOOK_HTML / f"{p}.html").read_text(encoding="utf-8")
+        card = re.search(r'</h1>\s*<div class="[^"]*\brun-card\b[^"]*">(.*?)</table>', html, re.S)
+        assert card, f"{p}: no run card right under the title"
+        rows = {
+            m.group(1): m.group(2)
+            for m in re.finditer(
+                r"<tr[^>]*>\s*<td><p><code[^>]*><span class=\"pre\">(\w+)</span></code></p></td>"
+                r"\s*<td><p>([^<]*)</p></td>",
+                card.group(1),
+            )
+        }
+        assert set(rows) == {"smoke", "book", "paper"}, f"{p}: run card rows {sorted(rows)}"
+        for budget in ("smoke", "book"):
+            assert re.fullmatch(r"[\d.]+ (s|min|h)", rows[budget]), f"{p}: {budget} {rows[budget]}"
+
+
 # ----------------------------------------------------------------------------- student build
 
 SOLUTION_MARKERS = re.compile(r'class="[^"]*\bsolution\b|solution-start|solution-end|Solution to')
