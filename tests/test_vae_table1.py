@@ -506,7 +506,7 @@ def test_table1_blocks_mark_untrained_and_partial_cells(tmp_path, monkeypatch):
         "the paper's rule, 1 partial; trained on cpu, cuda; K = 100 bound on 10,000 test "
         "images, evaluated on cpu, cuda"
     )
-    assert vx.table1_caption([]) == "not trained yet: no run committed"
+    assert vx.table1_caption([]) == "not trained yet (no run committed)"
     assert vx.table1_block_lines(blocks) == [
         "Table-1 architecture: no ordering check yet (it needs two seeds in every cell of a "
         "dataset)",

@@ -304,10 +304,10 @@ def table1_caption(rows: list[dict], k: int = 100) -> str:
         k: the number of importance samples of the bound the rows hold.
 
     Returns:
-        The line; ``"not trained yet: no run committed"`` when ``rows`` is empty.
+        The line; ``"not trained yet (no run committed)"`` when ``rows`` is empty.
     """
     if not rows:
-        return "not trained yet: no run committed"
+        return "not trained yet (no run committed)"
     budgets = ", ".join(sorted({r["budget"] for r in rows}))
     seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in rows}))
     epochs = [r["epochs"] for r in rows]
