@@ -700,6 +700,9 @@ def test_continued_summary_gives_the_figures_the_prose_quotes():
     assert s["gain_min"] == pytest.approx(1.8)  # gaussian: -96.2 against -98.0
     assert s["gain_max"] == pytest.approx(3.85)  # nsf: -91.15 against -95.0
     assert s["mnist_gauss_below"] == pytest.approx(96.2 - 87.37)
+    # each cell's distance below the slides: gaussian 8.83, nsf 8.20, cif-nsf 8.68
+    assert s["mnist_below_min"] == pytest.approx(91.15 - 82.95)
+    assert s["mnist_below_max"] == pytest.approx(96.2 - 87.37)
     assert s["mnist_gauss_spread"] == pytest.approx(0.4)
     assert s["mnist_nsf_lead"] == pytest.approx(5.05)
     assert s["mnist_nsf_lead_slides"] == pytest.approx(4.42)
@@ -718,6 +721,11 @@ def test_continued_summary_gives_the_figures_the_prose_quotes():
     # Fashion-MNIST has only a Gaussian run: its distance, no leads
     assert s["fashion_gauss_spread"] == 0.0 and "fashion_nsf_lead" not in s
     assert "fashion_flow_spread" not in s
+    # without shorter runs to compare with: the same figures, but no gains
+    alone = vx.continued_summary(long)
+    assert "gain_min" not in alone and "gain_max" not in alone
+    assert alone["mnist_cif_lead"] == pytest.approx(s["mnist_cif_lead"])
+    assert (alone["runs"], alone["pairs"]) == (6, 1)
     # the comparison lines read the same cells
     lines = vx.continued_comparison(long, short)
     assert "cif-nsf - nsf = +0.25 nats" in "\n".join(lines)
@@ -767,9 +775,21 @@ def test_amortization_table_and_summary_read_live_and_committed_gaps():
 
 def test_committed_amortization_gaps_are_read_for_every_run():
     committed = vx.committed_amortization_gaps()
-    assert list(committed) == ["Table 1 (63 epochs)", "trained to the rule"]
-    for rows in committed.values():  # the command line's --gap-images 10 --amortization-steps 50
-        assert len(rows) == 18 and {(r["test_images"], r["steps"]) for r in rows} == {(10, 50)}
+    assert list(committed)[-1] == "CPU edition"  # the Table-1 architecture's, once it has some
+    rows = committed["CPU edition"]  # the command line's --gap-images 10 --amortization-steps 50
+    assert len(rows) == 18 and {(r["test_images"], r["steps"]) for r in rows} == {(10, 50)}
+
+
+def test_amortization_gaps_of_a_block_without_estimates_are_left_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFUTILS_RESULTS", str(tmp_path))
+    (tmp_path / "vae" / "long").mkdir(parents=True)
+    rec = _record("mnist", "nsf", 0, 300, -91.0, stopped=True)
+    rec["metrics"]["amortization_gap"] = {"mean": 2.5, "stderr": 0.5, "images": 10, "steps": 50}
+    (tmp_path / "vae" / "long" / "mnist-nsf-seed0-paper.json").write_text(json.dumps(rec))
+    committed = vx.committed_amortization_gaps()
+    assert list(committed) == ["CPU edition"]  # no Table-1 architecture runs: left out
+    (row,) = committed["CPU edition"]
+    assert (row["mean"], row["test_images"], row["steps"]) == (2.5, 10, 50)
 
 
 def test_ordering_lines_need_two_seeds_in_every_cell():

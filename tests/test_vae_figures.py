@@ -225,6 +225,10 @@ def test_continued_panels_draw_one_panel_per_dataset():
     assert mnist.get_xlabel() == "epoch" and mnist.get_ylabel() == "validation ELBO (nats)"
     labels = [t.get_text() for t in mnist.get_legend().get_texts()]
     assert labels == ["gaussian", "nsf", "epoch 63"]
+    # without a marked epoch: the curves and dots only
+    bare = figures.plot_continued_panels(_continued_rows(), mark_epoch=None).axes[0]
+    assert len(bare.lines) == 2 * 3
+    assert [t.get_text() for t in bare.get_legend().get_texts()] == ["gaussian", "nsf"]
 
 
 # -- tables and lines ------------------------------------------------------------------------

@@ -426,3 +426,136 @@ def test_params_command_prints_every_part(capsys):
     ]
     rows = {tuple(line.split()[:2]): line.split()[-1] for line in lines[1:]}
     assert rows == {("table1", k): f"{v:,d}" for k, v in REFERENCE_TOTALS.items()}
+
+
+# -- Table 1 in two blocks: the Table-1 architecture and the CPU edition ----------------------
+
+
+def _block_record(dataset, posterior, seed, arch, epochs, mean, complete=True, device="cpu"):
+    """A result as the command line writes it (cifutils.experiments.vae.cli.run)."""
+    cfg = vx.VAEConfig.from_budget("paper", dataset=dataset, posterior=posterior, seed=seed)
+    cfg.arch = arch
+    return {
+        "name": cfg.name,
+        "dataset": dataset,
+        "posterior": posterior,
+        "arch": arch,
+        "seed": seed,
+        "budget": "paper",
+        "epochs_run": epochs,
+        "best_epoch": max(1, epochs - 50),
+        "complete": complete,
+        "stopped_early": complete,
+        "train_devices": {device: epochs},
+        "provenance": {
+            "config": {"arch": arch, "budget": "paper", "max_epochs": 1000},
+            "device": device,
+        },
+        "metrics": {"test_images": 10_000, "test_iw_k100": {"mean": mean, "stderr": 0.2}},
+        "history": {"val_elbo": [-100.0] * epochs},
+    }
+
+
+def _write_blocks(root: Path, records: list[tuple[str, dict]]) -> None:
+    (root / "vae" / "long").mkdir(parents=True)  # both folders exist: nothing is fetched
+    for folder, rec in records:
+        cfg = vx.VAEConfig(rec["dataset"], rec["posterior"], rec["seed"], "paper", arch=rec["arch"])
+        (root / folder / f"{cfg.name}.json").write_text(json.dumps(rec))
+
+
+def test_table1_blocks_mark_untrained_and_partial_cells(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFUTILS_RESULTS", str(tmp_path))
+    _write_blocks(
+        tmp_path,
+        [
+            ("vae", _block_record("mnist", "gaussian", 0, "table1", 400, -87.0)),
+            ("vae", _block_record("mnist", "gaussian", 1, "table1", 300, -88.0, device="cuda")),
+            ("vae", _block_record("mnist", "nsf", 2, "table1", 120, -85.0, complete=False)),
+            ("vae/long", _block_record("mnist", "gaussian", 0, "small", 393, -96.0)),
+            # a small-model file in results/vae (the 63-epoch runs) is not the Table-1 block's
+            ("vae", _block_record("mnist", "cif-nsf", 0, "small", 63, -94.0, complete=False)),
+        ],
+    )
+    blocks = vx.table1_blocks()
+    assert list(blocks) == ["table1", "small"]
+    assert [(r["posterior"], r["seed"]) for r in blocks["table1"]] == [
+        ("gaussian", 0),
+        ("gaussian", 1),
+        ("nsf", 2),
+    ]
+    assert {r["arch"] for r in blocks["table1"]} == {"table1"}
+    assert [(r["posterior"], r["arch"]) for r in blocks["small"]] == [("gaussian", "small")]
+
+    table = vx.table1_by_block(blocks)
+    assert table.index.names == ["model", "dataset", "posterior"] and len(table) == 12
+    t1, cpu = "Table-1 architecture (latent 32)", "CPU edition (latent 20)"
+    assert list(table.index.get_level_values("model").unique()) == [t1, cpu]
+    gauss = table.loc[(t1, "mnist", "gaussian")]
+    assert gauss["ours"] == "-87.50 ± 0.71" and gauss["runs"] == "2 of 3 seeds"
+    assert gauss["slides"] == "-87.37 ± 0.15"
+    nsf = table.loc[(t1, "mnist", "nsf")]  # one partial seed: ± its test-set standard error
+    assert nsf["ours"] == "-85.00 ± 0.20 (partial)"
+    assert nsf["runs"] == "1 of 3 seeds; seed 2 partial (120 of 1,000 epochs)"
+    assert table.loc[(t1, "mnist", "cif-nsf"), "ours"] == "not trained yet"
+    assert table.loc[(t1, "mnist", "cif-nsf"), "runs"] == "0 of 3 seeds"
+    assert table.loc[(cpu, "mnist", "gaussian"), "ours"] == "-96.00 ± 0.20"
+    assert table.loc[(cpu, "fashion-mnist", "nsf"), "ours"] == "not trained yet"
+
+    assert vx.table1_caption(blocks["table1"]) == (
+        "paper budget; seeds 0, 1, 2; 120-400 epochs of at most 1,000, 2 of 3 runs stopped by "
+        "the paper's rule, 1 partial; trained on cpu, cuda; K = 100 bound on 10,000 test "
+        "images, evaluated on cpu, cuda"
+    )
+    assert vx.table1_caption([]) == "not trained yet (no run committed)"
+    assert vx.table1_block_lines(blocks) == [
+        "Table-1 architecture: no ordering check yet (it needs two seeds in every cell of a "
+        "dataset)",
+        "CPU edition: no ordering check yet (it needs two seeds in every cell of a dataset)",
+    ]
+
+
+def test_table1_block_lines_check_the_order_per_block(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFUTILS_RESULTS", str(tmp_path))
+    means = {"gaussian": -96.0, "nsf": -92.0, "cif-nsf": -91.5}
+    records = [
+        ("vae/long", _block_record("mnist", q, s, "small", 300, m + 0.1 * s))
+        for q, m in means.items()
+        for s in (0, 1)
+    ]
+    _write_blocks(tmp_path, records)
+    lines = vx.table1_block_lines(vx.table1_blocks())
+    assert lines[0].startswith("Table-1 architecture: no ordering check yet")
+    assert lines[1].startswith("CPU edition, mnist: Gaussian < NSF < CIF-NSF as in Table 1: True")
+    assert lines[1].endswith("NSF - Gaussian = +4.00 nats") and len(lines) == 2
+
+
+def test_a_table1_result_of_the_command_line_fills_its_cell(tmp_path, monkeypatch):
+    """The file the command line writes for the Table-1 architecture is the one the block
+    reads: one epoch of the paper budget's run (on a few fake images) is a partial run."""
+    monkeypatch.setattr(vae_cli, "load_binarized", lambda *a, **k: _fake_splits(100))
+    monkeypatch.setenv("CIFUTILS_RESULTS", str(tmp_path / "results"))
+    (tmp_path / "results" / "vae" / "long").mkdir(parents=True)
+    argv = ["--posterior", "gaussian", "--budget", "paper", "--epochs", "1"]
+    argv += ["--runs-dir", str(tmp_path / "runs"), "--test-k", "100", "--test-limit", "2"]
+    assert vx.main(argv) == 0  # the paper budget trains the Table-1 architecture
+    blocks = vx.table1_blocks()
+    (row,) = blocks["table1"]
+    assert (row["arch"], row["epochs"], row["complete"]) == ("table1", 1, False)
+    table = vx.table1_by_block(blocks)
+    cell = table.loc[("Table-1 architecture (latent 32)", "mnist", "gaussian")]
+    assert cell["ours"].endswith("(partial)") and cell["runs"].endswith("(1 of 1,000 epochs)")
+    caption = vx.table1_caption(blocks["table1"])
+    assert caption.startswith("paper budget; seeds 0; 1 epochs of at most 1,000, 0 of 1 runs")
+    assert ", 1 partial; trained on cpu; K = 100 bound on 2 test images" in caption
+
+
+def test_committed_table1_blocks():
+    """The committed files: the CPU edition is complete; the Table-1 architecture's runs,
+    where committed, are of that architecture."""
+    blocks = vx.table1_blocks()
+    assert len(blocks["small"]) == 18 and all(r["complete"] for r in blocks["small"])
+    assert {r["arch"] for r in blocks["small"]} == {"small"}
+    assert {r["arch"] for r in blocks["table1"]} <= {"table1"}
+    caption = vx.table1_caption(blocks["small"])
+    assert caption.startswith("paper budget; seeds 0, 1, 2; ")
+    assert "18 of 18 runs stopped by the paper's rule; trained on cpu" in caption

@@ -25,7 +25,8 @@ What lives where (the names used by chapter 6 are also importable from this pack
 * :mod:`~cifutils.experiments.vae.training` -- training with early stopping and checkpoints;
 * :mod:`~cifutils.experiments.vae.multi` -- several runs side by side (CUDA graphs on a GPU);
 * :mod:`~cifutils.experiments.vae.evaluation` -- test bounds, auxiliary and amortization gaps;
-* :mod:`~cifutils.experiments.vae.tables` -- Table 1 and the live runs' tables;
+* :mod:`~cifutils.experiments.vae.tables` -- Table 1 (in two blocks: the Table-1
+  architecture and the CPU edition) and the live runs' tables;
 * :mod:`~cifutils.experiments.vae.continued` -- the continued runs and the validation curves;
 * :mod:`~cifutils.experiments.vae.amortization` -- the committed runs' amortization gaps;
 * :mod:`~cifutils.experiments.vae.weights` -- trained weights stored compactly in the repository;
@@ -65,11 +66,16 @@ from .model import (
 from .multi import train_many, train_together
 from .tables import (
     SLIDES_TABLE1,
+    TABLE1_BLOCKS,
     collect_results,
     live_bounds_table,
     ordering_check,
     ordering_lines,
     table1,
+    table1_block_lines,
+    table1_blocks,
+    table1_by_block,
+    table1_caption,
     table1_lines,
     training_lines,
 )
@@ -105,6 +111,11 @@ __all__ = [
     "collect_results",
     "table1",
     "table1_lines",
+    "TABLE1_BLOCKS",
+    "table1_blocks",
+    "table1_by_block",
+    "table1_caption",
+    "table1_block_lines",
     "continued_table",
     "continued_comparison",
     "continued_summary",

@@ -11,7 +11,7 @@ import numpy as np
 from .model import (
     POSTERIORS,
 )
-from .tables import _cell, collect_results
+from .tables import TABLE1_BLOCKS, _cell, collect_results
 
 __all__ = ["committed_amortization_gaps", "amortization_table", "amortization_summary"]
 
@@ -20,15 +20,18 @@ __all__ = ["committed_amortization_gaps", "amortization_table", "amortization_su
 _GAP_KEYS = {"gaussian": "gaussian", "nsf": "nsf", "cif-nsf": "cif"}
 
 
-def committed_amortization_gaps() -> dict[str, list[dict]]:
-    """The amortization-gap estimates stored with the committed paper-budget runs, as
+def committed_amortization_gaps(blocks: Mapping = TABLE1_BLOCKS) -> dict[str, list[dict]]:
+    """The amortization-gap estimates stored with the committed runs of Table 1's blocks, as
     ``{label: rows}`` (rows of :func:`~cifutils.experiments.vae.tables.collect_results` with
-    ``metric="amortization_gap"``): Table 1's 63-epoch runs and the runs trained to the paper's
-    stopping rule."""
-    return {
-        "Table 1 (63 epochs)": collect_results(metric="amortization_gap"),
-        "trained to the rule": collect_results(metric="amortization_gap", folder="vae/long"),
+    ``metric="amortization_gap"``), one entry per block of ``blocks`` (by default
+    :data:`~cifutils.experiments.vae.tables.TABLE1_BLOCKS`: the Table-1 architecture and the
+    CPU edition trained to the paper's stopping rule) with such estimates; a block whose runs
+    store none (or that has no runs yet) is left out."""
+    found = {
+        label: collect_results(metric="amortization_gap", folder=folder, arch=arch)
+        for arch, (label, folder) in blocks.items()
     }
+    return {label: rows for label, rows in found.items() if rows}
 
 
 def amortization_table(

@@ -132,27 +132,29 @@ def continued_comparison(long_rows: list[dict], short_rows: list[dict]) -> list[
     return lines
 
 
-def continued_summary(long_rows: list[dict], short_rows: list[dict]) -> dict[str, float | str]:
-    """The figures the chapter's reading of the continued runs quotes, as one flat dict (the
-    notebook glues them into its prose, so the text follows the committed results).
+def continued_summary(long_rows: list[dict], short_rows=()) -> dict[str, float | str]:
+    """The figures the chapter's reading of the runs trained to the paper's stopping rule
+    quotes, as one flat dict (the notebook glues them into its prose, so the text follows the
+    committed results).
 
     Over the finished runs: how many (``runs``), how many stopped early and after how many
     epochs (``early``, ``early_min``, ``early_max``), how many ran to the epoch cap (``cap``),
-    the smallest and largest gain of a cell over its 63-epoch mean (``gain_min``,
-    ``gain_max``), and, of the pairs of runs of one cell that trained for different numbers of
-    epochs (``pairs``), in how many the longer one ends higher (``longer_higher``).
+    the smallest and largest gain of a cell over its mean in ``short_rows`` (``gain_min``,
+    ``gain_max``; only for the cells that ``short_rows``, by default empty, has), and, of the
+    pairs of runs of one cell that trained for different numbers of epochs (``pairs``), in
+    how many the longer one ends higher (``longer_higher``).
 
-    Per dataset (prefix ``mnist_`` or ``fashion_``), where its cells have runs: the Gaussian
-    VAE's distance below the slides (``gauss_below``) and its seeds' spread
-    (``gauss_spread``); each richer posterior's lead over the simpler one (``nsf_lead``,
-    ``cif_lead``), the slides' lead (``..._slides``), its seeds (``nsf_seeds``,
-    ``cif_seeds``), the largest spread over seeds of the two flows (``flow_spread``, 0.0
-    with one seed each) and whether the CIF-NSF's lead is "larger than" or "no larger than"
-    that spread (``cif_vs_spread``)."""
+    Per dataset (prefix ``mnist_`` or ``fashion_``), where its cells have runs: the smallest
+    and largest distance of a cell below the slides (``below_min``, ``below_max``), the
+    Gaussian VAE's (``gauss_below``) and its seeds' spread (``gauss_spread``); each richer
+    posterior's lead over the simpler one (``nsf_lead``, ``cif_lead``), the slides' lead
+    (``..._slides``), its seeds (``nsf_seeds``, ``cif_seeds``), the largest spread over seeds
+    of the two flows (``flow_spread``, 0.0 with one seed each) and whether the CIF-NSF's lead
+    is "larger than" or "no larger than" that spread (``cif_vs_spread``)."""
     cells = _continued_cells(long_rows, short_rows)
     runs = [r for c in cells.values() for r in c["runs"]]
     early = [r["epochs"] for r in runs if r["stopped_early"]]
-    gains = [c["longer"] - c["short"] for c in cells.values()]
+    gains = [c["longer"] - c["short"] for c in cells.values() if not np.isnan(c["short"])]
     out = {
         "runs": len(runs),
         "early": len(early),
@@ -175,6 +177,11 @@ def continued_summary(long_rows: list[dict], short_rows: list[dict]) -> dict[str
     )
     for dataset, prefix in (("mnist", "mnist_"), ("fashion-mnist", "fashion_")):
         g, n, c = (cells.get((dataset, q)) for q in POSTERIORS)
+        below = [
+            SLIDES_TABLE1[dataset, q][0] - x["longer"] for q, x in zip(POSTERIORS, (g, n, c)) if x
+        ]
+        if below:
+            out[prefix + "below_min"], out[prefix + "below_max"] = min(below), max(below)
         if g:
             out[prefix + "gauss_below"] = SLIDES_TABLE1[dataset, "gaussian"][0] - g["longer"]
             out[prefix + "gauss_spread"] = g["spread"] or 0.0

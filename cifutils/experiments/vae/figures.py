@@ -202,13 +202,13 @@ def plot_validation_panels(runs: dict, first_epoch: int = 5, datasets: Sequence[
 
 
 def plot_continued_runs(
-    rows: list[dict], dataset: str, ax=None, mark_epoch: int = 63, first_epoch: int = 10
+    rows: list[dict], dataset: str, ax=None, mark_epoch: int | None = 63, first_epoch: int = 10
 ):
     """Validation ELBO per epoch of the VAE runs of one dataset (rows of
     :func:`~cifutils.experiments.vae.tables.collect_results`, with their ``val_elbo``
     histories) from ``first_epoch`` on: one colour per posterior, one line per seed, a dot at
-    each run's best-validation epoch and a dotted line at ``mark_epoch`` (where Table 1's runs
-    stopped)."""
+    each run's best-validation epoch and a dotted line at ``mark_epoch`` (where the 63-epoch
+    runs of ``results/vae/`` stopped; None: no line)."""
     ax = axes_or_current(ax)
     colours = {"gaussian": "C0", "nsf": "C1", "cif-nsf": "C2"}
     labelled = set()
@@ -224,7 +224,8 @@ def plot_continued_runs(
         ax.plot(epochs[keep], values[keep], color=colour, lw=0.8, alpha=0.8, label=label)
         best = row["best_epoch"]
         ax.plot([best], [values[best - 1]], "o", color=colour, ms=4)
-    ax.axvline(mark_epoch, color="grey", ls=":", label=f"epoch {mark_epoch}")
+    if mark_epoch is not None:
+        ax.axvline(mark_epoch, color="grey", ls=":", label=f"epoch {mark_epoch}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation ELBO (nats)")
     ax.set_title(dataset)

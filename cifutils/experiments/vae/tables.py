@@ -1,6 +1,6 @@
 """What chapter 6 prints about its runs: the live runs' training lines and test bounds, the
-committed results collected, Table 1 beside the slides, and the checks of the posteriors'
-order.
+committed results collected, Table 1 beside the slides (in two blocks, one per architecture),
+and the checks of the posteriors' order.
 """
 
 from __future__ import annotations
@@ -13,16 +13,22 @@ from cifutils.results import load_result, results_dir
 
 from .config import VAEConfig, stored_setting
 from .model import (
+    LATENT,
     POSTERIORS,
 )
 
 __all__ = [
     "SLIDES_TABLE1",
+    "TABLE1_BLOCKS",
     "training_lines",
     "live_bounds_table",
     "collect_results",
     "table1",
     "table1_lines",
+    "table1_blocks",
+    "table1_by_block",
+    "table1_caption",
+    "table1_block_lines",
     "ordering_check",
     "ordering_lines",
 ]
@@ -36,6 +42,15 @@ SLIDES_TABLE1 = {
     ("fashion-mnist", "gaussian"): (-217.82, 0.07),
     ("fashion-mnist", "nsf"): (-215.45, 0.08),
     ("fashion-mnist", "cif-nsf"): (-214.50, 0.11),
+}
+
+#: The two blocks of chapter 6's Table 1, ``{arch: (label, results folder)}``: the Table-1
+#: architecture (the ``paper`` budget's default, results in ``results/vae/``, named
+#: ``<dataset>-<posterior>-table1-seed<s>-paper.json``) and the small model, the CPU edition,
+#: trained to the paper's stopping rule (``results/vae/long/``).
+TABLE1_BLOCKS = {
+    "table1": ("Table-1 architecture", "vae"),
+    "small": ("CPU edition", "vae/long"),
 }
 
 
@@ -117,7 +132,7 @@ def collect_results(
                         "posterior": posterior,
                         "arch": stored_setting(rec["provenance"]["config"], "arch"),
                         "seed": seed,
-                        "budget": budget,
+                        "budget": rec["provenance"]["config"].get("budget", budget),
                         "epochs": rec["epochs_run"],
                         "best_epoch": rec["best_epoch"],
                         "max_epochs": rec["provenance"]["config"]["max_epochs"],
@@ -195,6 +210,144 @@ def table1_lines(rows: list[dict], k: int = 100) -> list[str]:
         f"{done} of {len(rows)} run(s) trained to completion",
         *ordering_lines(rows),
     ]
+
+
+def table1_blocks(
+    seeds=(0, 1, 2), metric: str = "test_iw_k100", blocks: Mapping = TABLE1_BLOCKS
+) -> dict[str, list[dict]]:
+    """The committed ``paper``-budget runs of each block of Table 1.
+
+    Args:
+        seeds: the seeds looked for.
+        metric: the metric read (see
+            :func:`~cifutils.experiments.vae.tables.collect_results`).
+        blocks: ``{arch: (label, results folder)}``, by default
+            :data:`~cifutils.experiments.vae.tables.TABLE1_BLOCKS`.
+
+    Returns:
+        ``{arch: rows}`` with the rows of
+        :func:`~cifutils.experiments.vae.tables.collect_results` for that architecture and
+        folder, in the order of ``blocks``; a block without committed runs has no rows.
+    """
+    return {
+        arch: collect_results(seeds=seeds, metric=metric, folder=folder, arch=arch)
+        for arch, (_, folder) in blocks.items()
+    }
+
+
+def _block_label(arch: str) -> str:
+    """``"CPU edition (latent 20)"``: a block's label with its latent dimension."""
+    return f"{TABLE1_BLOCKS[arch][0]} (latent {LATENT[arch]})"
+
+
+def _partial(cell: list[dict]) -> list[dict]:
+    """The runs of ``cell`` whose training had not finished by the paper's rule."""
+    return [r for r in cell if not r["complete"]]
+
+
+def table1_by_block(blocks: Mapping[str, list[dict]], seeds=(0, 1, 2)):
+    """Table 1 in blocks, one per architecture, each beside the slides' values.
+
+    Args:
+        blocks: ``{arch: rows}`` as returned by
+            :func:`~cifutils.experiments.vae.tables.table1_blocks`.
+        seeds: the seeds each cell is meant to have.
+
+    Returns:
+        A pandas DataFrame indexed by ``model`` (the block's label and latent dimension),
+        ``dataset`` and ``posterior``, six rows per block, with the columns ``ours`` (the mean
+        over the cell's runs ± their standard deviation, or ± the test-set standard error
+        for a single run; ``"not trained yet"`` without runs; ``" (partial)"`` appended when
+        a run stopped before the paper's rule), ``slides`` and ``runs`` (how many of
+        ``seeds`` are committed, and which are partial with the epochs they ran).
+    """
+    import pandas as pd
+
+    out = []
+    for arch, rows in blocks.items():
+        for (dataset, posterior), (ref, ref_sd) in SLIDES_TABLE1.items():
+            cell = _cell(rows, dataset, posterior)
+            partial = _partial(cell)
+            runs = f"{len(cell)} of {len(seeds)} seeds"
+            if not cell:
+                ours = "not trained yet"
+            else:
+                means = np.array([r["mean"] for r in cell])
+                spread = means.std(ddof=1) if len(cell) > 1 else cell[0]["stderr"]
+                ours = f"{means.mean():.2f} ± {spread:.2f}" + (" (partial)" if partial else "")
+                runs += "".join(
+                    f"; seed {r['seed']} partial ({r['epochs']} of {r['max_epochs']:,} epochs)"
+                    for r in partial
+                )
+            out.append(
+                {
+                    "model": _block_label(arch),
+                    "dataset": dataset,
+                    "posterior": posterior,
+                    "ours": ours,
+                    "slides": f"{ref:.2f} ± {ref_sd:.2f}",
+                    "runs": runs,
+                }
+            )
+    return pd.DataFrame(out).set_index(["model", "dataset", "posterior"])
+
+
+def table1_caption(rows: list[dict], k: int = 100) -> str:
+    """One caption line for a block of Table 1, read from its runs' records: budget, seeds,
+    epochs (and how many runs the paper's rule stopped, how many are partial), the devices
+    the runs trained on and the one they were evaluated on, and the test images of the bound.
+
+    Args:
+        rows: the block's runs, from
+            :func:`~cifutils.experiments.vae.tables.collect_results` (or
+            :func:`~cifutils.experiments.vae.tables.table1_blocks`).
+        k: the number of importance samples of the bound the rows hold.
+
+    Returns:
+        The line; ``"not trained yet (no run committed)"`` when ``rows`` is empty.
+    """
+    if not rows:
+        return "not trained yet (no run committed)"
+    budgets = ", ".join(sorted({r["budget"] for r in rows}))
+    seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in rows}))
+    epochs = [r["epochs"] for r in rows]
+    span = f"{min(epochs)}" if min(epochs) == max(epochs) else f"{min(epochs)}-{max(epochs)}"
+    cap = max(r["max_epochs"] for r in rows)
+    early = sum(r["stopped_early"] for r in rows)
+    partial = len(_partial(rows))
+    trained = sorted({d for r in rows for d in r["trained_on"].split(", ")})
+    evaluated = sorted({r["device"] for r in rows})
+    images = sorted({r["test_images"] for r in rows})
+    return (
+        f"{budgets} budget; seeds {seeds}; {span} epochs of at most {cap:,}, "
+        f"{early} of {len(rows)} runs stopped by the paper's rule"
+        + (f", {partial} partial" if partial else "")
+        + f"; trained on {', '.join(trained)}; K = {k} bound on "
+        + f"{', '.join(f'{n:,}' for n in images)} test images, evaluated on "
+        + ", ".join(evaluated)
+    )
+
+
+def table1_block_lines(blocks: Mapping[str, list[dict]]) -> list[str]:
+    """:func:`~cifutils.experiments.vae.tables.ordering_lines` (with the NSF's gain) for each
+    block of Table 1, each line prefixed with the block's label; a block without a dataset
+    whose cells all have two or more seeds gets one line saying so.
+
+    Args:
+        blocks: ``{arch: rows}`` as returned by
+            :func:`~cifutils.experiments.vae.tables.table1_blocks`.
+
+    Returns:
+        The lines, block by block.
+    """
+    lines = []
+    for arch, rows in blocks.items():
+        label = TABLE1_BLOCKS[arch][0]
+        checks = ordering_lines(rows, nsf_gain=True)
+        lines += [f"{label}, {c}" for c in checks] or [
+            f"{label}: no ordering check yet (it needs two seeds in every cell of a dataset)"
+        ]
+    return lines
 
 
 def ordering_lines(rows: list[dict], nsf_gain: bool = False) -> list[str]:
