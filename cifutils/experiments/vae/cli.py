@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from cifutils import cli
+from cifutils.budgets import get_budget
 from cifutils.data import load_binarized
 from cifutils.flows import num_parameters
 from cifutils.results import provenance, results_dir, write_json
@@ -132,9 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         help="evaluate K > 100 on only the first N of the test images",
     )
     p.add_argument(
-        "--gap-images", type=cli.count(0), default=0, help="test images for the gap estimates"
+        "--gap-images",
+        type=cli.count(0),
+        default=None,
+        help="test images for the gap estimates (default: the budget's vae_gap_images; 0: none)",
     )
-    p.add_argument("--amortization-steps", type=cli.count(0), default=0)
+    p.add_argument(
+        "--amortization-steps",
+        type=cli.count(0),
+        default=None,
+        help="Adam steps of the per-image refinement (default: the budget's vae_gap_steps)",
+    )
     p.add_argument("--runs-dir", default="runs/vae")
     p.add_argument("--out-dir", default=None, help="default: results/vae")
     p.add_argument("--no-eval", action="store_true", help="train only; write no JSON")
@@ -171,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         help="cpu (default), cuda, or auto (CUDA when available)",
     )
     a = p.parse_args(argv)
+    chosen = get_budget(a.budget)
+    if a.gap_images is None:
+        a.gap_images = chosen.vae_gap_images
+    if a.amortization_steps is None:
+        a.amortization_steps = chosen.vae_gap_steps
     torch.set_num_threads(a.threads)
     device = get_device(None if a.device == "auto" else a.device)
     kw = dict(
