@@ -260,6 +260,25 @@ def _study(tmp_path=None, **kw):
     return mog.estimator_study(family, get_target("mog9"), **args)
 
 
+def test_study_values_are_what_the_lines_print():
+    live = _study()  # computed here: no trained run to quote
+    v = mog.study_values(live)
+    lines = mog.study_lines(live)
+    assert v["study_n"] == 64 and v["study_reps"] == 3
+    assert f"auxiliary {v['study_aux']:.4f}, marginal {v['study_marg']:.4f}" in lines[0]
+    assert f"paired difference {v['study_diff']:+.4f} (std {v['study_diff_std']:.4f})" in lines[0]
+    assert f"{v['study_m_gap']:+.6f} (std {v['study_m_gap_std']:.6f})" in lines[2]
+    assert math.isnan(v["study_eval_gap"]) and math.isnan(v["study_eval_gap_se"])
+    committed = mog.committed_study(("paper", "book"))
+    if committed is None:
+        pytest.skip("no committed estimator study")
+    v = mog.study_values(committed)
+    last = mog.study_lines(committed)[-1]
+    assert last.startswith("the same run's evaluation")
+    assert f"({v['study_eval_gap']:+.4f} +- {v['study_eval_gap_se']:.4f})" in last
+    assert 0 < v["study_eval_gap_se"] < 1
+
+
 def test_estimator_study_resumes_from_its_cache_and_splits_over_workers(tmp_path):
     whole = _study()
     assert len(whole["units"]) == 9 and whole["reps"] == 3
@@ -308,6 +327,27 @@ def test_layer_posteriors_are_normalized_and_kl_nonnegative():
         mass = np.exp(np.array(layer["log_q"])).sum(1) * du
         np.testing.assert_allclose(mass, 1.0, rtol=1e-6)
         assert layer["kl"] > -1e-6
+        assert np.mean(layer["kl_points"]) == pytest.approx(layer["kl"])
+
+
+def test_posterior_values_are_what_the_lines_print():
+    torch.manual_seed(0)
+    family = mog.build_model("cif-nsf", 1.0)
+    post = mog.layer_posteriors(
+        family, num_points=6, u_grid=torch.linspace(-8, 8, 81), num_u_samples=4
+    )
+    metrics = {"elbo": -0.3, "elbo_se": 0.03, "marginal_elbo": -0.2, "marginal_elbo_se": 0.04}
+    v = mog.posterior_values(post, metrics)
+    kls = [layer["kl"] for layer in post]
+    assert v["post_kl_sum"] == pytest.approx(sum(kls))
+    assert v["post_kl_min"] == min(kls) and v["post_kl_max"] == max(kls)
+    # the per-point sums: every layer's KL at the same forward sample
+    sums = np.array([layer["kl_points"] for layer in post]).sum(0)
+    assert v["post_kl_sum_se"] == pytest.approx(sums.std(ddof=1) / math.sqrt(6))
+    assert v["post_gap"] == pytest.approx(0.1) and v["post_gap_se"] == pytest.approx(0.05)
+    last = mog.posterior_lines(post, metrics)[-1]
+    assert f"{v['post_kl_sum']:.3f} +- {v['post_kl_sum_se']:.3f}" in last
+    assert "0.100 +- 0.050" in last
 
 
 #: Figure 1's CIF-NSF (the claims and comparisons are about it).
@@ -580,3 +620,16 @@ def test_order_summary_names_each_figure():
     assert out["nsf_far_10"] == pytest.approx(50.0) and out["sf_modes_1"] == 9
     assert math.isnan(out["ctrl_elbo_10"]) and out["ctrl_seeds"] == 0
     assert out["nsf_inside_10"] == pytest.approx(100 * math.erf(0.3 / math.sqrt(2)) ** 2)
+    # metrics the fake runs did not record give NaN; recorded ones are averaged over seeds
+    assert math.isnan(out["af_logz_1"]) and math.isnan(out["af_margin_1"])
+    results = fake_results(elbos, seeds=(0, 1))
+    for (m, _, seed), r in results.items():
+        r["metrics"].update(
+            marginal_elbo=r["metrics"]["elbo"] + 0.01 * (seed + 1) * m.startswith("cif"),
+            log_z_iw=-0.01 * seed,
+            coverage_kl=0.1 + seed,
+        )
+    out = mog.order_summary(results)
+    assert out["af_margin_1"] == pytest.approx(0.015) and out["nsf_margin_1"] == 0
+    assert out["sf_logz_10"] == pytest.approx(-0.005) and out["nsf_covkl_01"] == pytest.approx(0.6)
+    assert math.isnan(out["ctrl_logz_10"])

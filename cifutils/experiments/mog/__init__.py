@@ -49,7 +49,7 @@ from .config import (
     config_differences,
     result_path,
 )
-from .estimators import committed_study, estimator_study, study_lines, study_note
+from .estimators import committed_study, estimator_study, study_lines, study_note, study_values
 from .evaluation import (
     coverage,
     decode_samples,
@@ -59,7 +59,7 @@ from .evaluation import (
     evaluate,
     spline_inside,
 )
-from .posteriors import layer_posteriors, posterior_lines
+from .posteriors import layer_posteriors, posterior_lines, posterior_values
 from .tables import (
     ablation_values,
     check_claims,
@@ -112,7 +112,9 @@ __all__ = [
     "committed_study",
     "study_note",
     "study_lines",
+    "study_values",
     "layer_posteriors",
     "posterior_lines",
+    "posterior_values",
     "main",
 ]

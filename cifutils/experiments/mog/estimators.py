@@ -21,7 +21,7 @@ from cifutils.objectives import logmeanexp
 from cifutils.results import load_result
 from cifutils.targets import GaussianMixture
 
-__all__ = ["estimator_study", "committed_study", "study_note", "study_lines"]
+__all__ = ["estimator_study", "committed_study", "study_note", "study_lines", "study_values"]
 
 
 def _unit_seed(seed: int, n: int, rep: int) -> int:
@@ -250,11 +250,21 @@ def study_note(study: dict[str, Any], live_budget: str) -> str:
     return note
 
 
+def _study_run(study: dict[str, Any]) -> dict[str, Any] | None:
+    """The metrics of the trained run a committed ``study`` used, as the command line
+    evaluated it (None for a live study, or when its file is absent)."""
+    if "provenance" not in study:
+        return None
+    cell = load_result(f"mog/{study['budget']}/cif-nsf_sigma1_seed0.json", fetch=False)
+    return None if cell is None else cell["metrics"]
+
+
 def study_lines(study: dict[str, Any]) -> list[str]:
     """What chapter 5 reads off a study: for each rule for ``M``, both estimates at the
     largest ``N`` where it ran and their paired difference; the marginal estimate with
     ``M = N`` minus with ``M = ceil(sqrt N)`` on the same samples at the largest ``N`` where
-    both ran; and, for a committed study, the evaluation of the trained run it used."""
+    both ran; and, for a committed study, the evaluation of the trained run it used (its two
+    estimates are unpaired: the standard error of their difference is printed with it)."""
     lines = []
     for rule, label in (("N", "M = N"), ("sqrtN", "M = ceil(sqrt N)")):
         i = max(j for j, v in enumerate(study[f"marg_{rule}_mean"]) if v is not None)
@@ -272,12 +282,41 @@ def study_lines(study: dict[str, Any]) -> list[str]:
             f"N = {n_max:,}: marginal estimate with M = N minus with M = ceil(sqrt N), same z: "
             f"{gap.mean():+.6f} (std {gap.std():.6f})"
         )
-    if "provenance" in study:  # the trained run the study used, as the command line evaluated it
-        cell = load_result(f"mog/{study['budget']}/cif-nsf_sigma1_seed0.json", fetch=False)
-        if cell is not None:
-            m = cell["metrics"]
-            lines.append(
-                f"the same run's evaluation: auxiliary ELBO {m['elbo']:.4f}, marginal ELBO "
-                f"{m['marginal_elbo']:.4f} ({m['marginal_elbo'] - m['elbo']:+.4f})"
-            )
+    m = _study_run(study)
+    if m is not None:
+        se = math.hypot(m["elbo_se"], m["marginal_elbo_se"])
+        lines.append(
+            f"the same run's evaluation: auxiliary ELBO {m['elbo']:.4f}, marginal ELBO "
+            f"{m['marginal_elbo']:.4f} ({m['marginal_elbo'] - m['elbo']:+.4f} +- {se:.4f})"
+        )
     return lines
+
+
+def study_values(study: dict[str, Any]) -> dict[str, float]:
+    """The figures of :func:`study_lines` by name, for the chapter's prose to quote: at the
+    largest ``N`` where ``M = N`` ran, ``study_n`` (that ``N``), ``study_reps``, the mean
+    auxiliary and marginal estimates (``study_aux``, ``study_marg``) and their paired
+    difference, mean and standard deviation over repetitions (``study_diff``,
+    ``study_diff_std``); the marginal estimate with ``M = N`` minus with ``M = ceil(sqrt N)``
+    on the same samples (``study_m_gap``, ``study_m_gap_std``); and the evaluation of the run
+    a committed study used: its marginal minus auxiliary ELBO and the standard error of that
+    unpaired difference (``study_eval_gap``, ``study_eval_gap_se``). Figures a study lacks
+    are NaN."""
+    nan = math.nan
+    i = max(j for j, v in enumerate(study["marg_N_mean"]) if v is not None)
+    out = {
+        "study_n": float(study["n"][i]),
+        "study_reps": float(study["reps"]),
+        "study_aux": study["aux_mean"][i],
+        "study_marg": study["marg_N_mean"][i],
+        "study_diff": study.get("diff_N_mean", [nan] * (i + 1))[i],
+        "study_diff_std": study.get("diff_N_std", [nan] * (i + 1))[i],
+    }
+    both = [u for u in study.get("units", []) if "marg_N" in u and "marg_sqrtN" in u]
+    gap = np.array([u["marg_N"] - u["marg_sqrtN"] for u in both if u["n"] == study["n"][i]])
+    out["study_m_gap"] = float(gap.mean()) if gap.size else nan
+    out["study_m_gap_std"] = float(gap.std()) if gap.size else nan
+    m = _study_run(study)
+    out["study_eval_gap"] = nan if m is None else m["marginal_elbo"] - m["elbo"]
+    out["study_eval_gap_se"] = nan if m is None else math.hypot(m["elbo_se"], m["marginal_elbo_se"])
+    return out

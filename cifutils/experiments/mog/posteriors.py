@@ -15,7 +15,7 @@ from cifutils.cif import CIFLayer
 from cifutils.families import VariationalFlow
 from cifutils.objectives import mean_and_stderr
 
-__all__ = ["layer_posteriors", "posterior_lines"]
+__all__ = ["layer_posteriors", "posterior_lines", "posterior_values"]
 
 
 def _sub_flow(family: VariationalFlow, upto: int) -> VariationalFlow:
@@ -52,8 +52,9 @@ def layer_posteriors(
 
     Returns:
         One dict per CIF layer: ``layer`` (position), ``kl`` and ``kl_se`` (mean and standard
-        error over ``num_points`` samples ``w_l``), and for the first 3 points the grid,
-        ``log_q`` and ``log_r`` curves (lists) for plotting.
+        error over ``num_points`` samples ``w_l``), ``kl_points`` (the KL at each of them, the
+        same forward samples for every layer), and for the first 3 points the grid, ``log_q``
+        and ``log_r`` curves (lists) for plotting.
     """
     f64 = copy.deepcopy(family).double()
     grid = (torch.linspace(-6, 6, 241) if u_grid is None else u_grid).double()
@@ -86,6 +87,7 @@ def layer_posteriors(
                 "layer": pos,
                 "kl": mean,
                 "kl_se": se,
+                "kl_points": kl.tolist(),
                 "u": grid.tolist(),
                 "log_q": log_post[:3].tolist(),
                 "log_r": log_r[:3].tolist(),
@@ -94,17 +96,37 @@ def layer_posteriors(
     return out
 
 
+def posterior_values(post: list[dict[str, Any]], metrics: dict[str, Any]) -> dict[str, float]:
+    """What :func:`posterior_lines` prints, by name: the smallest and largest per-layer
+    ``E KL(q(u | w) || r(u | w))`` (``post_kl_min``, ``post_kl_max``), their sum over layers
+    with its standard error over the sampled points (``post_kl_sum``, ``post_kl_sum_se``; every
+    layer uses the same forward samples, so the per-point sums are averaged), and the gap
+    between the marginal and the auxiliary ELBO in ``metrics`` with the standard error of that
+    difference of two unpaired estimates (``post_gap``, ``post_gap_se``)."""
+    kls = [p["kl"] for p in post]
+    total, total_se = mean_and_stderr(torch.tensor([p["kl_points"] for p in post]).sum(0))
+    return {
+        "post_kl_min": min(kls),
+        "post_kl_max": max(kls),
+        "post_kl_sum": total,
+        "post_kl_sum_se": total_se,
+        "post_gap": metrics["marginal_elbo"] - metrics["elbo"],
+        "post_gap_se": math.hypot(metrics["elbo_se"], metrics["marginal_elbo_se"]),
+    }
+
+
 def posterior_lines(post: list[dict[str, Any]], metrics: dict[str, Any]) -> list[str]:
     """Each layer's ``E KL(q(u | w) || r(u | w))`` from :func:`layer_posteriors`, and their sum
     beside the gap between the marginal and the auxiliary ELBO of the same model
-    (``metrics`` of its result), which that sum should approach."""
+    (``metrics`` of its result), which that sum should approach; each with its standard
+    error (:func:`posterior_values`)."""
     lines = [
         f"CIF layer {i}: E KL(q(u|w) || r(u|w)) = {layer['kl']:.3f} +- {layer['kl_se']:.3f}"
         for i, layer in enumerate(post, 1)
     ]
-    gap = metrics["marginal_elbo"] - metrics["elbo"]
+    v = posterior_values(post, metrics)
     lines.append(
-        f"sum over layers {sum(p['kl'] for p in post):.3f}; "
-        f"marginal - auxiliary ELBO {gap:.3f} (both Monte Carlo estimates)"
+        f"sum over layers {v['post_kl_sum']:.3f} +- {v['post_kl_sum_se']:.3f}; marginal - "
+        f"auxiliary ELBO {v['post_gap']:.3f} +- {v['post_gap_se']:.3f} (unpaired estimates)"
     )
     return lines

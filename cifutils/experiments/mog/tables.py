@@ -278,14 +278,17 @@ def ablation_values(
 
 
 def order_summary(results: dict[tuple[str, float, int], dict[str, Any]]) -> dict[str, float]:
-    """The figures the chapter's reading of the order ablation quotes, by name: for every
-    model of :data:`~cifutils.experiments.mog.config.ABLATION` (tags ``af``, ``sf``, ``ctrl``,
-    ``nsf``) and ``sigma_0`` (tags ``01``, ``1``, ``10``) the mean ELBO over the seeds found
-    (``<model>_elbo_<s>``), the share of samples far from every mode in percent
-    (``<model>_far_<s>``) and the smallest number of modes covered by a seed
+    """The figures the chapter quotes from the summary table, the claims and the order
+    ablation, by name: for every model of :data:`~cifutils.experiments.mog.config.ABLATION`
+    (tags ``af``, ``sf``, ``ctrl``, ``nsf``) and ``sigma_0`` (tags ``01``, ``1``, ``10``) the
+    mean ELBO over the seeds found (``<model>_elbo_<s>``), the share of samples far from every
+    mode in percent (``<model>_far_<s>``) and the smallest number of modes covered by a seed
     (``<model>_modes_<s>``), the first spline's share of inputs in range in percent
-    (``<model>_inside_<s>``, :func:`first_spline_inside`); and ``af_seeds`` and ``ctrl_seeds``, the
-    fewest seeds of a cell of those models. Missing cells give NaN."""
+    (``<model>_inside_<s>``, :func:`first_spline_inside`), the mean marginal ELBO minus the
+    ELBO (``<model>_margin_<s>``; 0 for an explicit flow), the mean importance-sampled
+    ``log p(x)`` estimate (``<model>_logz_<s>``) and the mean coverage KL
+    (``<model>_covkl_<s>``); and ``af_seeds`` and ``ctrl_seeds``, the fewest seeds of a cell of
+    those models. Missing cells, and metrics a run did not record, give NaN."""
     tags = {"cif-nsf-af": "af", "cif-nsf": "sf", "affine-nsf": "ctrl", "nsf": "nsf"}
     out: dict[str, float] = {}
     seeds: dict[str, list[int]] = {"af": [], "ctrl": []}
@@ -306,6 +309,15 @@ def order_summary(results: dict[tuple[str, float, int], dict[str, Any]]) -> dict
             )
             inside = first_spline_inside(m, s, runs) if runs else None
             out[f"{tag}_inside_{stag}"] = math.nan if inside is None else 100 * inside
+            for name, key in (("logz", "log_z_iw"), ("covkl", "coverage_kl")):
+                v = _values(results, m, s, key) if runs else None
+                out[f"{tag}_{name}_{stag}"] = math.nan if v is None else float(v.mean())
+            marginal = _values(results, m, s, "marginal_elbo") if runs else None
+            out[f"{tag}_margin_{stag}"] = (
+                math.nan
+                if marginal is None
+                else float((marginal - _values(results, m, s, "elbo")).mean())
+            )
     for tag, counts in seeds.items():
         out[f"{tag}_seeds"] = float(min(counts))
     return out
