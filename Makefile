@@ -154,6 +154,7 @@ else
 	if [ "$(BUDGET)" = book ]; then where="--inplace"; \
 	else mkdir -p $(EXECUTED); where="--output-dir=$(EXECUTED)"; fi; \
 	reads=$$(mktemp); trap 'rm -f "$$reads"' EXIT; \
+	commit=$$($(RUN) python -c 'from cifutils.results import git_commit; print(git_commit())'); \
 	total_start=$$(date +%s); \
 	for nb in $(NOTEBOOKS); do \
 		start=$$(date +%s); : > "$$reads"; \
@@ -165,7 +166,8 @@ else
 		seconds=$$(( $$(date +%s) - start )); \
 		echo "    $$nb took $$seconds s"; \
 		if [ -n "$(RECORD)" ]; then $(RUN) python -m cifutils.runcard record "$$nb" \
-			--budget $(BUDGET) --seconds $$seconds --read-log "$$reads" --record $(RECORD); fi; \
+			--budget $(BUDGET) --seconds $$seconds --read-log "$$reads" --record $(RECORD) \
+			--commit "$$commit"; fi; \
 	done; \
 	echo "All notebooks took $$(( $$(date +%s) - total_start )) s"
 endif

@@ -252,9 +252,16 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--seconds", required=True, type=float)
     r.add_argument("--read-log", help=f"the file ${READ_LOG_ENV} pointed to during the run")
     r.add_argument("--record", default=str(ROOT / "results" / "execution.json"))
+    r.add_argument(
+        "--commit",
+        help="the commit the notebooks ran at (default: this checkout's now; `make execute` "
+        "passes the one from before it rewrote the first notebook)",
+    )
     a = p.parse_args(argv)
     try:
-        entry = record_execution(a.record, a.notebook, a.budget, a.seconds, a.read_log)
+        entry = record_execution(
+            a.record, a.notebook, a.budget, a.seconds, a.read_log, commit=a.commit
+        )
     except (ValueError, FileNotFoundError) as err:
         p.error(str(err))
     print(f"recorded {Path(a.notebook).stem} {a.budget}: {format_seconds(entry['seconds'])}")
