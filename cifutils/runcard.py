@@ -82,10 +82,11 @@ def summarize_reads(log: str | os.PathLike) -> dict[str, Any]:
 
 
 def device_class() -> str:
-    """``"gpu"`` when torch sees a CUDA device (the notebooks then use it), else ``"cpu"``."""
-    import torch
+    """``"gpu"`` when the notebooks compute on CUDA (:func:`cifutils.training.get_device`,
+    which honours ``$CIFUTILS_DEVICE``), else ``"cpu"``."""
+    from .training import get_device
 
-    return "gpu" if torch.cuda.is_available() else "cpu"
+    return "gpu" if get_device().type == "cuda" else "cpu"
 
 
 def _cpu_model() -> str:
@@ -108,7 +109,7 @@ def device_description() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
-    if torch.cuda.is_available():
+    if device_class() == "gpu":
         out["gpu"] = torch.cuda.get_device_name(0)
     return out
 
@@ -152,7 +153,7 @@ def record_execution(
         "commit": commit or git_commit(),
         "machine": device_description(),
         "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        "reads": summarize_reads(read_log) if read_log else summarize_reads(os.devnull),
+        "reads": summarize_reads(read_log or os.devnull),
     }
     path = Path(record)
     data = load_record(path)

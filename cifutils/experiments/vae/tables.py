@@ -155,6 +155,14 @@ def _cell(rows: list[dict], dataset: str, posterior: str) -> list[dict]:
     return [r for r in rows if (r["dataset"], r["posterior"]) == (dataset, posterior)]
 
 
+def _mean_spread(cell: list[dict]) -> str:
+    """``"mean ± spread"`` of a non-empty cell: the spread over seeds when there are
+    several, else the single run's standard error over test images."""
+    means = np.array([r["mean"] for r in cell])
+    spread = means.std(ddof=1) if len(cell) > 1 else cell[0]["stderr"]
+    return f"{means.mean():.2f} ± {spread:.2f}"
+
+
 def table1(rows: list[dict]):
     """Table 1 as a pandas DataFrame: ours (mean over seeds, with the spread over seeds if
     several, else the test-set standard error) next to the slides' values."""
@@ -164,9 +172,7 @@ def table1(rows: list[dict]):
     for (dataset, posterior), (ref, ref_sd) in SLIDES_TABLE1.items():
         cell = _cell(rows, dataset, posterior)
         if cell:
-            means = np.array([r["mean"] for r in cell])
-            spread = means.std(ddof=1) if len(cell) > 1 else cell[0]["stderr"]
-            ours = f"{means.mean():.2f} ± {spread:.2f}"
+            ours = _mean_spread(cell)
             epochs = ", ".join(str(r["epochs"]) for r in cell)
             where = ", ".join(sorted({d for r in cell for d in r["trained_on"].split(", ")}))
             note = (
@@ -272,9 +278,7 @@ def table1_by_block(blocks: Mapping[str, list[dict]], seeds=(0, 1, 2)):
             if not cell:
                 ours = "not trained yet"
             else:
-                means = np.array([r["mean"] for r in cell])
-                spread = means.std(ddof=1) if len(cell) > 1 else cell[0]["stderr"]
-                ours = f"{means.mean():.2f} ± {spread:.2f}" + (" (partial)" if partial else "")
+                ours = _mean_spread(cell) + (" (partial)" if partial else "")
                 runs += "".join(
                     f"; seed {r['seed']} partial ({r['epochs']} of {r['max_epochs']:,} epochs)"
                     for r in partial
