@@ -21,13 +21,13 @@ The book's two experiments are built on top, in :mod:`cifutils.experiments` (the
 imports from there).
 """
 
+__version__ = "0.1.0"  # set before the imports: cifutils.results reads it
+
 from .budgets import Budget, get_budget
 from .families import VariationalFlow, make_family
 from .objectives import auxiliary_elbo, elbo, iw_bound
 from .targets import get_target
 from .training import fit, fit_vi, get_device, seed_everything
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Budget",

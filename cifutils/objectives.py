@@ -6,7 +6,8 @@ family or the auxiliary density of a CIF. Then:
 
 * ELBO (and auxiliary ELBO): ``mean_k log w_k``;
 * importance-weighted bound over ``K`` samples: ``log (1/K) sum_k w_k`` (IWAE);
-* both lower-bound ``log p(x)`` (``log Z`` for an unnormalized target).
+* both lower-bound ``log p(x)`` (the ``log_normalizer`` ``log Z`` of a target in
+  :mod:`cifutils.targets`).
 
 No function here knows about networks: families produce ``log q``, targets produce
 ``log p``, and these functions combine them.

@@ -5,7 +5,8 @@ experiment command line, with the provenance needed to reproduce it: git commit,
 full configuration, seed, device, versions, wall time and date.
 
 A notebook opened on Colab has no ``results/`` folder: :func:`load_result` then fetches the
-committed file from the repository (:data:`REPOSITORY_RAW`).
+committed file from the repository at this version's release tag (:data:`REPOSITORY_RAW`), so
+the results match the code that the notebook's install cell pinned.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from typing import Any
 
 import torch
 
+from . import __version__
+
 __all__ = [
     "REPOSITORY",
+    "REPOSITORY_REF",
     "REPOSITORY_RAW",
     "results_dir",
     "git_commit",
@@ -37,8 +41,11 @@ __all__ = [
 
 #: The project's repository. Mirrors ``repository.url`` in ``_config.yml`` (a test checks).
 REPOSITORY = "https://github.com/cif-vi-book/cif-vi-book"
-#: Where committed files are served raw, for notebooks running outside a checkout.
-REPOSITORY_RAW = "https://raw.githubusercontent.com/cif-vi-book/cif-vi-book/main"
+#: The release tag of this version of cifutils (the ``install_ref`` of ``_config.yml``).
+REPOSITORY_REF = f"v{__version__}"
+#: Where committed files are served raw at :data:`REPOSITORY_REF`, for notebooks running
+#: outside a checkout.
+REPOSITORY_RAW = f"https://raw.githubusercontent.com/cif-vi-book/cif-vi-book/{REPOSITORY_REF}"
 
 
 def results_dir() -> Path:

@@ -1,7 +1,8 @@
 """Two-dimensional target densities with known normalizing constants.
 
 Each target gives an (unnormalized) ``log_prob(z)`` for ``z`` of shape ``(n, 2)`` and its
-``log_normalizer`` ``log Z = log \\int exp(log_prob(z)) dz``. The ELBO of any ``q`` is then
+``log_normalizer`` ``log Z = log \\int exp(log_prob(z)) dz`` (the book's evidence ``log p(x)``,
+with ``log_prob`` in the role of ``log p(x, z)``). The ELBO of any ``q`` is then
 ``<= log Z``, with equality iff ``q`` is the normalized target: the numbers in the book
 can be checked against a known answer.
 

@@ -47,6 +47,15 @@ def test_package_uses_the_configured_repository():
     assert results.REPOSITORY_RAW.startswith(f"https://raw.githubusercontent.com/{owner_name}/")
 
 
+def test_results_are_fetched_at_the_release_of_this_version():
+    """Outside a checkout, load_result reads the results committed at this version's tag, not
+    main's newer ones: the same ref as the install cells when install_ref is the tag."""
+    assert results.REPOSITORY_REF == f"v{cifutils.__version__}"
+    assert results.REPOSITORY_RAW.endswith(f"/{results.REPOSITORY_REF}")
+    ref = _configured_ref()
+    assert ref == results.REPOSITORY_REF or re.fullmatch(r"[0-9a-f]{40}", ref)
+
+
 def test_install_ref_is_the_release_tag_or_a_commit():
     """The install cells pin the release of this version (its tag, pushed when the release is
     cut: see README, "Colab, pinned installs and releases") or one exact commit; a tag of
