@@ -324,6 +324,37 @@ def test_weights_saved_in_half_precision_and_loaded_by_run(tmp_path, monkeypatch
         load_weights("mnist", "nsf", 1, "table1", budget="smoke", folder=out)
 
 
+def test_pretrained_models_load_what_is_committed_and_table_says_what_is_not(tmp_path, monkeypatch):
+    """Chapter 6's pretrained models: the finished run with weights is loaded and evaluated,
+    a run whose result saved no weights and a run without a result are left out (their rows
+    say so), and a damaged weights file is refused rather than skipped."""
+    monkeypatch.setattr(vae_cli, "load_binarized", lambda *a, **k: _fake_splits(100))
+    out = tmp_path / "out"
+    common = ["--arch", "table1", "--budget", "smoke", "--runs-dir", str(tmp_path / "runs")]
+    common += ["--out-dir", str(out), "--test-k", "2", "--test-limit", "4"]
+    assert vx.main(["--posterior", "nsf", "--save-weights", *common]) == 0
+    assert vx.main(["--posterior", "gaussian", *common]) == 0  # no --save-weights
+    models = vx.pretrained_models("mnist", 0, budget="smoke", folder=out)
+    assert list(models) == ["nsf"] and not models["nsf"].training
+    x = _fake_splits(100).test.binarize(torch.arange(6), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    table = vx.pretrained_table(models, x, "mnist", k=2, budget="smoke", folder=out)
+    assert list(table.index) == list(vx.POSTERIORS)
+    assert table.loc["gaussian", "on these images"] == "not committed yet"
+    assert table.loc["cif-nsf", "on these images"] == "not committed yet"
+    torch.manual_seed(0)
+    mean, stderr, _ = vx.iw_log_likelihood(models["nsf"], x, 2)
+    assert table.loc["nsf", "on these images"] == f"{mean:.2f} ± {stderr:.2f}"
+    rec = json.loads((out / "mnist-nsf-table1-seed0-smoke.json").read_text())
+    full = rec["metrics"]["test_iw_k2"]
+    assert table.loc["nsf", "the run's result"] == f"{full['mean']:.2f} ± {full['stderr']:.2f}"
+    assert table.loc["nsf", "best epoch"] == str(rec["best_epoch"])
+    path = out / rec["weights"]["file"]
+    path.write_bytes(path.read_bytes()[:-1] + bytes([path.read_bytes()[-1] ^ 1]))
+    with pytest.raises(WeightsMismatchError, match=str(path)):
+        vx.pretrained_models("mnist", 0, budget="smoke", folder=out)
+
+
 def test_table1_gaussian_trains_side_by_side_unclipped(tmp_path, monkeypatch):
     """vae-many (eager on a CPU) with the Table-1 Gaussian VAE, whose clip is None."""
     from cifutils.experiments.vae import multi as vae_multi

@@ -80,6 +80,7 @@ from .tables import (
     training_lines,
 )
 from .training import end_epoch, load_run, new_state, save_run, train, training_loss
+from .weights import load_weights, pretrained_models, pretrained_table
 
 __all__ = [
     "POSTERIORS",
@@ -127,6 +128,9 @@ __all__ = [
     "committed_amortization_gaps",
     "amortization_table",
     "amortization_summary",
+    "load_weights",
+    "pretrained_models",
+    "pretrained_table",
     "run",
     "main",
 ]
