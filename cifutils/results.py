@@ -6,12 +6,16 @@ full configuration, seed, device, versions, wall time and date.
 
 A notebook opened on Colab has no ``results/`` folder: :func:`load_result` then fetches the
 committed file from the repository at this version's release tag (:data:`REPOSITORY_RAW`), so
-the results match the code that the notebook's install cell pinned.
+the results match the code that the notebook's install cell pinned; :func:`fetch_committed`
+downloads a committed binary file (pretrained weights) once into a cache folder.
+``$CIFUTILS_REPOSITORY_RAW`` points both at another copy of the repository (a fork, a
+mirror, a local server).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
@@ -29,6 +33,9 @@ __all__ = [
     "REPOSITORY",
     "REPOSITORY_REF",
     "REPOSITORY_RAW",
+    "RAW_ENV",
+    "repository_raw",
+    "fetch_committed",
     "results_dir",
     "git_commit",
     "provenance",
@@ -46,6 +53,15 @@ REPOSITORY_REF = f"v{__version__}"
 #: Where committed files are served raw at :data:`REPOSITORY_REF`, for notebooks running
 #: outside a checkout.
 REPOSITORY_RAW = f"https://raw.githubusercontent.com/cif-vi-book/cif-vi-book/{REPOSITORY_REF}"
+#: The environment variable that replaces :data:`REPOSITORY_RAW` (the folder above
+#: ``results/``, served over HTTP).
+RAW_ENV = "CIFUTILS_REPOSITORY_RAW"
+
+
+def repository_raw() -> str:
+    """``$CIFUTILS_REPOSITORY_RAW`` (without a trailing slash) when set, else
+    :data:`REPOSITORY_RAW`."""
+    return os.environ.get(RAW_ENV, "").rstrip("/") or REPOSITORY_RAW
 
 
 def results_dir() -> Path:
@@ -139,10 +155,39 @@ def load_result(relative: str, fetch: bool = True) -> Any | None:
     if not fetch:
         return None
     try:
-        with urllib.request.urlopen(f"{REPOSITORY_RAW}/results/{relative}", timeout=10) as resp:
+        with urllib.request.urlopen(f"{repository_raw()}/results/{relative}", timeout=10) as resp:
             return json.loads(resp.read().decode())
     except (OSError, ValueError):
         return None
+
+
+def fetch_committed(relative: str) -> Path | None:
+    """``results/<relative>`` as committed in the repository (:func:`repository_raw`),
+    downloaded once into ``$CIFUTILS_CACHE`` (default ``~/.cache/cifutils``), under a folder
+    named after the repository's address, and returned from there afterwards. None when it
+    cannot be fetched. The download goes to a temporary file that is renamed into place only
+    when complete, so a failed one leaves nothing behind. The caller checks the content
+    (the weights loader checks its SHA-256)."""
+    base = repository_raw()
+    cache = Path(os.environ.get("CIFUTILS_CACHE") or Path.home() / ".cache" / "cifutils")
+    tag = hashlib.sha256(base.encode()).hexdigest()[:12]
+    path = cache / f"results-{tag}" / relative
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            with urllib.request.urlopen(f"{base}/results/{relative}", timeout=60) as resp:
+                for block in iter(lambda: resp.read(1 << 20), b""):
+                    out.write(block)
+        os.replace(tmp, path)
+    except OSError:
+        return None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
 
 
 #: The MIME-type prefix under which a glued value is stored without being shown (the format

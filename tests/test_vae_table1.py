@@ -355,6 +355,68 @@ def test_pretrained_models_load_what_is_committed_and_table_says_what_is_not(tmp
         vx.pretrained_models("mnist", 0, budget="smoke", folder=out)
 
 
+@pytest.fixture
+def served(tmp_path):
+    """A folder served over HTTP on localhost, standing in for the repository's raw files."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # no request log on stderr
+            pass
+
+    root = tmp_path / "repository"
+    root.mkdir()
+    handler = functools.partial(Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_pretrained_models_outside_a_checkout_are_fetched_and_checked(
+    tmp_path, monkeypatch, served
+):
+    """On Colab there is no results/ folder: the committed result is read from the repository
+    and the weights file is downloaded once into the cache, checked by its SHA-256; a run with
+    no committed result is left out, and a failed download leaves no partial file."""
+    from cifutils import results
+
+    root, url = served
+    monkeypatch.setattr(vae_cli, "load_binarized", lambda *a, **k: _fake_splits(100))
+    out = root / "results" / "vae"
+    argv = ["--posterior", "gaussian", "--arch", "table1", "--budget", "smoke", "--save-weights"]
+    argv += ["--runs-dir", str(tmp_path / "runs"), "--out-dir", str(out)]
+    assert vx.main([*argv, "--test-k", "2", "--test-limit", "4"]) == 0
+    local = load_weights("mnist", "gaussian", 0, budget="smoke", folder=out)
+    monkeypatch.setenv("CIFUTILS_RESULTS", str(tmp_path / "no-checkout"))
+    monkeypatch.setenv(results.RAW_ENV, url + "/")
+    monkeypatch.setenv("CIFUTILS_CACHE", str(tmp_path / "cache"))
+    assert results.repository_raw() == url
+    models = vx.pretrained_models("mnist", 0, budget="smoke")
+    assert list(models) == ["gaussian"]
+    for a, b in zip(models["gaussian"].state_dict().values(), local.state_dict().values()):
+        assert torch.equal(a, b)
+    cached = list((tmp_path / "cache").rglob("*.pt"))
+    assert [p.name for p in cached] == ["mnist-gaussian-table1-seed0-smoke.pt"]
+    x = _images(3)
+    table = vx.pretrained_table(models, x, "mnist", k=2, budget="smoke")
+    assert table.loc["nsf", "on these images"] == "not committed yet"
+    assert table.loc["gaussian", "best epoch"] != ""
+    # a missing file: None, and nothing half-written in the cache
+    assert results.fetch_committed("vae/weights/absent.pt") is None
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.startswith(".")]
+    # a damaged cached copy is refused, naming it and saying how to recover
+    data = bytearray(cached[0].read_bytes())
+    data[-100] ^= 1
+    cached[0].write_bytes(bytes(data))
+    with pytest.raises(WeightsMismatchError, match="Delete it to download it again"):
+        vx.pretrained_models("mnist", 0, budget="smoke")
+
+
 def test_table1_gaussian_trains_side_by_side_unclipped(tmp_path, monkeypatch):
     """vae-many (eager on a CPU) with the Table-1 Gaussian VAE, whose clip is None."""
     from cifutils.experiments.vae import multi as vae_multi

@@ -30,7 +30,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cifutils.results import note_read, results_dir
+from cifutils.results import (
+    fetch_committed,
+    load_result,
+    note_read,
+    repository_raw,
+    results_dir,
+)
 
 from .config import VAEConfig, stored_setting
 from .model import POSTERIORS, VAE, iw_log_likelihood, make_vae
@@ -80,6 +86,23 @@ def save_weights(model: nn.Module, name: str, folder: str | Path) -> dict:
     }
 
 
+def _run_record(
+    dataset: str, posterior: str, seed: int, arch: str, budget: str, folder
+) -> tuple[dict | None, str, Path | None]:
+    """The result of a run, where it was read from, and the folder that holds its files:
+    ``folder``, else this checkout's ``results/vae``, else (outside a checkout: Colab) the
+    repository's committed copy, with no local folder."""
+    name = VAEConfig(dataset, posterior, seed, budget, arch=arch).name
+    local = Path(folder) if folder is not None else results_dir() / "vae"
+    if folder is not None or local.exists():
+        result = local / f"{name}.json"
+        record = json.loads(result.read_text()) if result.exists() else None
+        if record is not None:
+            note_read("results", result)
+        return record, str(result), local
+    return load_result(f"vae/{name}.json"), f"{repository_raw()}/results/vae/{name}.json", None
+
+
 def load_weights(
     dataset: str,
     posterior: str,
@@ -91,33 +114,37 @@ def load_weights(
 ) -> VAE:
     """The trained VAE of run (``dataset``, ``posterior``, ``seed``, ``arch``, ``budget``),
     built as its result JSON in ``folder`` (default ``results/vae``) records and loaded with
-    its saved weights, in float32 and in evaluation mode.
+    its saved weights, in float32 and in evaluation mode. Outside a checkout (no
+    ``results/vae``, as on Colab) the committed result is read from the repository and the
+    weights file is downloaded once (:func:`~cifutils.results.fetch_committed`).
 
     Raises:
         FileNotFoundError: no result, or a result without saved weights, or no weights file.
         WeightsMismatchError: the weights file's SHA-256 differs from the recorded one (the
             message names the file).
     """
-
-    folder = Path(folder) if folder is not None else results_dir() / "vae"
-    name = VAEConfig(dataset, posterior, seed, budget, arch=arch).name
-    result = folder / f"{name}.json"
-    if not result.exists():
+    record, result, local = _run_record(dataset, posterior, seed, arch, budget, folder)
+    if record is None:
         raise FileNotFoundError(f"no result {result}")
-    record = json.loads(result.read_text())
     if "weights" not in record:
         raise FileNotFoundError(f"{result} records no saved weights")
-    path = folder / record["weights"]["file"]
-    if not path.exists():
-        raise FileNotFoundError(f"weights file {path} (recorded in {result}) is missing")
-    note_read("results", result)
+    relative = record["weights"]["file"]
+    path = local / relative if local is not None else fetch_committed(f"vae/{relative}")
+    if path is None or not path.exists():
+        where = path or f"{repository_raw()}/results/vae/{relative}"
+        raise FileNotFoundError(f"weights file {where} (recorded in {result}) is missing")
     note_read("weights", path)
     found, expected = sha256_of(path), record["weights"]["sha256"]
     if found != expected:
+        fix = (
+            f"Restore the committed one (git checkout -- {path}) or write it again by "
+            "evaluating the run with --save-weights"
+            if local is not None
+            else "Delete it to download it again"
+        )
         raise WeightsMismatchError(
             f"{path}: SHA-256 {found} differs from {expected} recorded in {result}: the file "
-            f"is damaged or belongs to another run. Restore the committed one (git checkout -- "
-            f"{path}) or write it again by evaluating the run with --save-weights"
+            f"is damaged or belongs to another run. {fix}"
         )
     config = record["provenance"]["config"]
     vae = make_vae(
@@ -129,11 +156,6 @@ def load_weights(
     state = torch.load(path, map_location="cpu", weights_only=True)
     vae.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return vae.to(device).eval()
-
-
-def _result_path(dataset: str, posterior: str, seed: int, arch: str, budget: str, folder) -> Path:
-    folder = Path(folder) if folder is not None else results_dir() / "vae"
-    return folder / f"{VAEConfig(dataset, posterior, seed, budget, arch=arch).name}.json"
 
 
 def pretrained_models(
@@ -151,8 +173,8 @@ def pretrained_models(
     recorded but missing or damaged raises, as in :func:`load_weights`."""
     models = {}
     for kind in posteriors:
-        result = _result_path(dataset, kind, seed, arch, budget, folder)
-        if result.exists() and "weights" in json.loads(result.read_text()):
+        record, _, _ = _run_record(dataset, kind, seed, arch, budget, folder)
+        if record is not None and "weights" in record:
             models[kind] = load_weights(dataset, kind, seed, arch, budget, folder)
     return models
 
@@ -180,7 +202,7 @@ def pretrained_table(
         start = time.perf_counter()
         mean, stderr, _ = iw_log_likelihood(models[kind], images, k)
         seconds = time.perf_counter() - start
-        record = json.loads(_result_path(dataset, kind, seed, arch, budget, folder).read_text())
+        record, _, _ = _run_record(dataset, kind, seed, arch, budget, folder)
         full = record["metrics"][f"test_iw_k{k}"]
         rows[kind] = {
             "on these images": f"{mean:.2f} ± {stderr:.2f}",
