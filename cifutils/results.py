@@ -156,9 +156,11 @@ def load_result(relative: str, fetch: bool = True) -> Any | None:
         return None
     try:
         with urllib.request.urlopen(f"{repository_raw()}/results/{relative}", timeout=10) as resp:
-            return json.loads(resp.read().decode())
+            record = json.loads(resp.read().decode())
     except (OSError, ValueError):
         return None
+    note_read("results", f"results/{relative}")  # as the repository names it
+    return record
 
 
 def fetch_committed(relative: str) -> Path | None:

@@ -395,9 +395,16 @@ def test_pretrained_models_outside_a_checkout_are_fetched_and_checked(
     monkeypatch.setenv("CIFUTILS_RESULTS", str(tmp_path / "no-checkout"))
     monkeypatch.setenv(results.RAW_ENV, url + "/")
     monkeypatch.setenv("CIFUTILS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(results.READ_LOG_ENV, str(tmp_path / "reads.jsonl"))
     assert results.repository_raw() == url
     models = vx.pretrained_models("mnist", 0, budget="smoke")
     assert list(models) == ["gaussian"]
+    # the run card names what was read as the repository names it, not the cache
+    from cifutils.runcard import summarize_reads
+
+    reads = summarize_reads(tmp_path / "reads.jsonl")
+    assert reads["weights"] == ["results/vae/weights/mnist-gaussian-table1-seed0-smoke.pt"]
+    assert set(reads["results"]) == {"results/vae"}
     for a, b in zip(models["gaussian"].state_dict().values(), local.state_dict().values()):
         assert torch.equal(a, b)
     cached = list((tmp_path / "cache").rglob("*.pt"))

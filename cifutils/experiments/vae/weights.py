@@ -133,7 +133,7 @@ def load_weights(
     if path is None or not path.exists():
         where = path or f"{repository_raw()}/results/vae/{relative}"
         raise FileNotFoundError(f"weights file {where} (recorded in {result}) is missing")
-    note_read("weights", path)
+    note_read("weights", path if local is not None else f"results/vae/{relative}")
     found, expected = sha256_of(path), record["weights"]["sha256"]
     if found != expected:
         fix = (
