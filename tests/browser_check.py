@@ -622,7 +622,7 @@ def check_page(
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             if not layout_widths:
-                page_obj.screenshot(path=str(screenshot), full_page=True)
+                page_obj.screenshot(path=str(screenshot), full_page=True, timeout=SHOT_TIMEOUT_MS)
         layout, report.scrolling = check_layout(page_obj, root, base_url, layout_widths, screenshot)
         problems.extend(layout)
     finally:
@@ -634,6 +634,11 @@ def check_page(
     problems.extend(console_errors)
     report.problems = [f"{page}: {p}" for p in problems]
     return report
+
+
+#: A full-page screenshot of a long page (the API reference at a phone's width) can take more
+#: than playwright's default 30 s when the machine is busy; a slow screenshot is not a defect.
+SHOT_TIMEOUT_MS = 120_000
 
 
 def screenshot_path(screenshot: Path, first: bool, width: int, mode: str) -> Path | None:
@@ -692,7 +697,7 @@ def check_layout(
                 problems.extend(figure_problems(root, base_url, measured["images"]))
             shot = screenshot and screenshot_path(screenshot, n == 0, width, mode)
             if shot:
-                page_obj.screenshot(path=str(shot), full_page=True)
+                page_obj.screenshot(path=str(shot), full_page=True, timeout=SHOT_TIMEOUT_MS)
         problems.extend(by_layout(width, found))
     return problems, scrolling
 
