@@ -212,5 +212,5 @@ def pretrained_table(
             "best epoch": str(record["best_epoch"]),
         }
     table = pd.DataFrame.from_dict(rows, orient="index").fillna("")
-    table.index.name = f"{dataset}, seed {seed}, K = {k}"
+    table.index.name = "posterior"
     return table
