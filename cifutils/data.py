@@ -24,8 +24,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .results import note_read
+from .results import download, note_read
 
 __all__ = [
     "DOWNLOADS_ALLOWED",
@@ -133,25 +131,17 @@ def _downloads_allowed() -> bool:
 
 
 def _download(dataset: str, filename: str, dest: Path) -> None:
-    """Fetch ``filename`` into ``dest`` via a temp file in the same folder, verify its MD5,
-    then move it into place atomically (so a half-written file is never seen)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """Fetch ``filename`` into ``dest`` from the first mirror that serves it with the right
+    MD5 (:func:`cifutils.results.download`: a temporary file, checked, then moved into place,
+    so a half-written file is never seen)."""
     errors = []
     for base in _MIRRORS[dataset]:
         url = base + filename
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{filename}.", suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-                for chunk in iter(lambda: resp.read(1 << 20), b""):
-                    out.write(chunk)
-            _verify(Path(tmp), _MD5[dataset][filename])
-            os.replace(tmp, dest)
+            download(url, dest, check=lambda tmp: _verify(tmp, _MD5[dataset][filename]))
             return
         except (OSError, DataIntegrityError) as err:  # URLError and timeouts are OSErrors
             errors.append(f"{url}: {err}")
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     raise DataNotFoundError(f"could not download {filename} to {dest}:\n  " + "\n  ".join(errors))
 
 

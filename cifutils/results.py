@@ -35,6 +35,7 @@ __all__ = [
     "REPOSITORY_RAW",
     "RAW_ENV",
     "repository_raw",
+    "download",
     "fetch_committed",
     "results_dir",
     "git_commit",
@@ -163,32 +164,41 @@ def load_result(relative: str, fetch: bool = True) -> Any | None:
     return record
 
 
+def download(url: str, dest: str | os.PathLike, check=None, timeout: float = 60.0) -> None:
+    """Fetch ``url`` into ``dest`` through a temporary file in ``dest``'s folder, moved into
+    place only when complete and accepted by ``check(temporary path)`` (which raises to
+    reject it), so a failed or rejected download leaves nothing behind. Raises what
+    ``urlopen`` or ``check`` raise (``OSError`` covers network errors and timeouts)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            for block in iter(lambda: resp.read(1 << 20), b""):
+                out.write(block)
+        if check is not None:
+            check(Path(tmp))
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def fetch_committed(relative: str) -> Path | None:
     """``results/<relative>`` as committed in the repository (:func:`repository_raw`),
-    downloaded once into ``$CIFUTILS_CACHE`` (default ``~/.cache/cifutils``), under a folder
-    named after the repository's address, and returned from there afterwards. None when it
-    cannot be fetched. The download goes to a temporary file that is renamed into place only
-    when complete, so a failed one leaves nothing behind. The caller checks the content
-    (the weights loader checks its SHA-256)."""
+    downloaded once (:func:`download`) into ``$CIFUTILS_CACHE`` (default
+    ``~/.cache/cifutils``), under a folder named after the repository's address, and
+    returned from there afterwards. None when it cannot be fetched. The caller checks the
+    content (the weights loader checks its SHA-256)."""
     base = repository_raw()
     cache = Path(os.environ.get("CIFUTILS_CACHE") or Path.home() / ".cache" / "cifutils")
     tag = hashlib.sha256(base.encode()).hexdigest()[:12]
     path = cache / f"results-{tag}" / relative
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            with urllib.request.urlopen(f"{base}/results/{relative}", timeout=60) as resp:
-                for block in iter(lambda: resp.read(1 << 20), b""):
-                    out.write(block)
-        os.replace(tmp, path)
-    except OSError:
-        return None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    if not path.exists():
+        try:
+            download(f"{base}/results/{relative}", path)
+        except OSError:
+            return None
     return path
 
 

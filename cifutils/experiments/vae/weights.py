@@ -126,6 +126,12 @@ def load_weights(
     record, result, local = _run_record(dataset, posterior, seed, arch, budget, folder)
     if record is None:
         raise FileNotFoundError(f"no result {result}")
+    return _load_recorded(record, result, local, device)
+
+
+def _load_recorded(record: dict, result: str, local: Path | None, device="cpu") -> VAE:
+    """:func:`load_weights` once the run's result ``record`` (read from ``result``; its files
+    in ``local``, or None outside a checkout) is in hand."""
     if "weights" not in record:
         raise FileNotFoundError(f"{result} records no saved weights")
     relative = record["weights"]["file"]
@@ -173,9 +179,9 @@ def pretrained_models(
     recorded but missing or damaged raises, as in :func:`load_weights`."""
     models = {}
     for kind in posteriors:
-        record, _, _ = _run_record(dataset, kind, seed, arch, budget, folder)
+        record, result, local = _run_record(dataset, kind, seed, arch, budget, folder)
         if record is not None and "weights" in record:
-            models[kind] = load_weights(dataset, kind, seed, arch, budget, folder)
+            models[kind] = _load_recorded(record, result, local)
     return models
 
 
