@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -186,3 +189,44 @@ def test_every_quoted_value_is_glued_in_the_committed_outputs(path):
         for m in re.finditer(r"\{glue(?::\w+)?\}`([\w-]+)", "".join(cell["source"]))
     }
     assert quoted <= _glued_names(nb)
+
+
+@pytest.mark.parametrize(
+    "env, args, message",
+    [
+        ({}, ["fast"], "BUDGET must be smoke, book or paper, not 'fast'"),
+        ({}, ["smoke", "notebooks/missing.ipynb"], "no notebook notebooks/missing.ipynb"),
+        ({"COLAB_PATH_SITE": "cloud"}, ["smoke"], "COLAB_PATH_SITE must be fresh or system"),
+    ],
+)
+def test_colab_path_refuses_bad_input_before_any_work(tmp_path, env, args, message):
+    """.ci/colab-path names the bad argument and exits before it builds an environment."""
+    run = subprocess.run(
+        [str(ROOT / ".ci" / "colab-path"), *args],
+        cwd=ROOT,
+        env={**os.environ, "COLAB_PATH_OUT": str(tmp_path / "out"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2, run.stderr
+    assert message in run.stderr
+    assert "fresh environment" not in run.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_gpu_colab_path_refuses_to_start_unprepared(tmp_path):
+    """benchmarks/gpu_colab_path.sh stops before launching anything when the wheels or the
+    data it must carry are missing (here: run from a copy without them)."""
+    (tmp_path / "benchmarks").mkdir()
+    shutil.copy(ROOT / "benchmarks" / "gpu_colab_path.sh", tmp_path / "benchmarks")
+    run = subprocess.run(
+        ["bash", "benchmarks/gpu_colab_path.sh", "start"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "missing .whl: prepare it first" in run.stderr
+    assert not (tmp_path / "_build").exists()
