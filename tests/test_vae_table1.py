@@ -612,6 +612,20 @@ def test_table1_blocks_mark_untrained_and_partial_cells(tmp_path, monkeypatch):
         "dataset)",
         "CPU edition: no ordering check yet (it needs two seeds in every cell of a dataset)",
     ]
+    assert vx.table1_level(blocks) == (
+        "So far 2 cells are: the Gaussian VAE on MNIST (seeds 0, 1) reaches -87.50, 0.13 nats "
+        "below the slides' -87.37 (the CPU edition: 8.63 below); the NSF on MNIST (seed 2, "
+        "partial) reaches -85.00, 2.05 nats below the slides' -82.95"
+        "."
+    )
+    assert vx.table1_level({"table1": [], "small": blocks["small"]}) == (
+        "No cell of the Table-1 block is trained yet."
+    )
+    above = {"dataset": "mnist", "posterior": "cif-nsf", "seed": 0, "mean": -82.0, "complete": True}
+    assert vx.table1_level({"table1": [above], "small": []}) == (
+        "So far 1 cell is: the CIF-NSF on MNIST (seed 0) reaches -82.00, 0.22 nats above the "
+        "slides' -82.22."
+    )
 
 
 def test_table1_block_lines_check_the_order_per_block(tmp_path, monkeypatch):

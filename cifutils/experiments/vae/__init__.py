@@ -76,6 +76,7 @@ from .tables import (
     table1_blocks,
     table1_by_block,
     table1_caption,
+    table1_level,
     table1_lines,
     training_lines,
 )
@@ -117,6 +118,7 @@ __all__ = [
     "table1_by_block",
     "table1_caption",
     "table1_block_lines",
+    "table1_level",
     "continued_table",
     "continued_comparison",
     "continued_summary",

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from cifutils.results import load_result, results_dir
+from cifutils.runcard import DATASET_NAMES
 
 from .config import VAEConfig, stored_setting
 from .model import (
@@ -29,6 +30,7 @@ __all__ = [
     "table1_by_block",
     "table1_caption",
     "table1_block_lines",
+    "table1_level",
     "ordering_check",
     "ordering_lines",
 ]
@@ -352,6 +354,50 @@ def table1_block_lines(blocks: Mapping[str, list[dict]]) -> list[str]:
             f"{label}: no ordering check yet (it needs two seeds in every cell of a dataset)"
         ]
     return lines
+
+
+_POSTERIOR_NAMES = {"gaussian": "Gaussian VAE", "nsf": "NSF", "cif-nsf": "CIF-NSF"}
+
+
+def table1_level(blocks: Mapping[str, list[dict]]) -> str:
+    """A sentence for the prose: how far each trained cell of the Table-1 block sits from
+    the slides, next to the same cell of the CPU edition.
+
+    Args:
+        blocks: ``{arch: rows}`` as returned by
+            :func:`~cifutils.experiments.vae.tables.table1_blocks`, with a ``"table1"`` and a
+            ``"small"`` block.
+
+    Returns:
+        ``"No cell of the Table-1 block is trained yet."``, or, per trained cell, the mean
+        over its runs (which seeds; "partial" for a run stopped before the rule), its
+        distance to the slides' mean, and the CPU edition's distance in the same cell.
+    """
+    parts = []
+    for (dataset, posterior), (ref, _) in SLIDES_TABLE1.items():
+        cell = _cell(blocks["table1"], dataset, posterior)
+        if not cell:
+            continue
+        mean = float(np.mean([r["mean"] for r in cell]))
+        seeds = ", ".join(str(r["seed"]) for r in cell)
+        label = f"seed{'s' if len(cell) > 1 else ''} {seeds}" + (
+            ", partial" if _partial(cell) else ""
+        )
+        side = "below" if mean < ref else "above"
+        small = _cell(blocks.get("small", []), dataset, posterior)
+        versus = (
+            f" (the CPU edition: {ref - np.mean([r['mean'] for r in small]):.2f} below)"
+            if small
+            else ""
+        )
+        parts.append(
+            f"the {_POSTERIOR_NAMES[posterior]} on {DATASET_NAMES[dataset]} ({label}) reaches "
+            f"{mean:.2f}, {abs(mean - ref):.2f} nats {side} the slides' {ref:.2f}{versus}"
+        )
+    if not parts:
+        return "No cell of the Table-1 block is trained yet."
+    many = len(parts) > 1
+    return f"So far {len(parts)} cell{'s are' if many else ' is'}: " + "; ".join(parts) + "."
 
 
 def ordering_lines(rows: list[dict], nsf_gain: bool = False) -> list[str]:
