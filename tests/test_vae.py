@@ -749,15 +749,22 @@ def test_amortization_table_and_summary_read_live_and_committed_gaps():
         row("mnist", "cif-nsf", 4.5, 0),
         row("mnist", "cif-nsf", 4.3, 1),
         row("fashion-mnist", "gaussian", 2.0, 0),  # no flows: left out of the summary
+        row("fashion-mnist", "nsf", 1.0, 0),
+        row("fashion-mnist", "nsf", 1.4, 1),
     ]
-    rows = [{**r, "test_images": 10, "steps": 50} for r in rows]
+    rows = [{**r, "test_images": 10, "steps": 50, "stderr": 0.25} for r in rows]
     table = vx.amortization_table(live, 8, "live, smoke", "mnist", {"63 epochs": rows})
     assert table.index.names == ["models", "dataset"] and list(table["steps"]) == [5, 10, 50, 50]
     assert list(table.loc[("live, smoke", "mnist"), "nsf"]) == ["0.50 ± 0.30", "1.50 ± 0.30"]
     first = table.loc[("63 epochs", "mnist")]
     assert (first["gaussian"], first["nsf"], first["images"]) == ("4.50 ± 0.71", "4.10 ± 0.14", 10)
     assert first["±"] == "std. deviation over seeds 0, 1"
-    assert table.loc[("63 epochs", "fashion-mnist"), "gaussian"] == "2.00"  # one seed
+    fashion = table.loc[("63 epochs", "fashion-mnist")]  # one seed: ± its standard error
+    assert (fashion["gaussian"], fashion["nsf"]) == ("2.00 ± 0.25", "1.20 ± 0.28")
+    assert fashion["cif-nsf"] == "not trained yet"
+    assert fashion["±"] == "std. deviation over seeds 0, 1; a single run: std. error over images"
+    alone = vx.amortization_table(live, 8, "live", "mnist", {"one": rows[-3:-2]})
+    assert alone.loc[("one", "fashion-mnist"), "±"] == "std. error over images (one run: seed 0)"
     s = vx.amortization_summary(live, 8, {"63 epochs": rows})
     assert (s["gap_images"], s["gap_first_steps"], s["gap_steps"]) == (8, 5, 10)
     assert (s["gap_nsf"], s["gap_nsf_se"], s["gap_rise_cif"]) == (1.5, 0.3, 1.5)

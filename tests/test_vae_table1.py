@@ -659,7 +659,7 @@ def test_a_table1_result_of_the_command_line_fills_its_cell(tmp_path, monkeypatc
     cell = table.loc[("Table-1 architecture (latent 32)", "mnist", "gaussian")]
     assert cell["ours"].endswith("(partial)") and cell["runs"].endswith("(1 of 1,000 epochs)")
     caption = vx.table1_caption(blocks["table1"])
-    assert caption.startswith("paper budget; seeds 0; 1 epochs of at most 1,000, 0 of 1 runs")
+    assert caption.startswith("paper budget; seed 0; 1 epoch of at most 1,000, 0 of 1 run stopped")
     assert ", 1 partial; trained on cpu; K = 100 bound on 2 test images" in caption
 
 

@@ -54,7 +54,8 @@ def amortization_table(
         committed: ``{label: rows}`` with rows of
             ``collect_results(metric="amortization_gap", ...)``, by default
             :func:`committed_amortization_gaps`; one row per dataset of each, the mean over
-            its seeds ± their standard deviation.
+            its seeds ± their standard deviation (± the standard error over the images for
+            a cell of one run; "not trained yet" for a cell without runs).
 
     Returns:
         A pandas DataFrame indexed by ``models`` and ``dataset``, with the columns
@@ -76,12 +77,22 @@ def amortization_table(
             first = next(iter(cells.values()))[0]
             row = {"models": name, "dataset": ds, "images": first["test_images"]}
             row["steps"] = first["steps"]
-            for q, cell in cells.items():
+            for q in POSTERIORS:
+                cell = cells.get(q, [])
                 means = np.array([r["mean"] for r in cell])
-                spread = f" ± {means.std(ddof=1):.2f}" if len(cell) > 1 else ""
-                row[q] = f"{means.mean():.2f}{spread}"
-            seeds = sorted({r["seed"] for cell in cells.values() for r in cell})
-            row["±"] = f"std. deviation over seeds {', '.join(map(str, seeds))}"
+                if not cell:
+                    row[q] = "not trained yet"
+                else:
+                    spread = means.std(ddof=1) if len(cell) > 1 else cell[0]["stderr"]
+                    row[q] = f"{means.mean():.2f} ± {spread:.2f}"
+            seeds = ", ".join(map(str, sorted({r["seed"] for c in cells.values() for r in c})))
+            sizes = {len(cell) for cell in cells.values()}
+            if sizes == {1}:
+                row["±"] = f"std. error over images (one run: seed {seeds})"
+            else:
+                row["±"] = f"std. deviation over seeds {seeds}" + (
+                    "; a single run: std. error over images" if 1 in sizes else ""
+                )
             out.append(row)
     return pd.DataFrame(out).set_index(["models", "dataset"])
 

@@ -315,9 +315,11 @@ def table1_caption(rows: list[dict], k: int = 100) -> str:
     if not rows:
         return "not trained yet (no run committed)"
     budgets = ", ".join(sorted({r["budget"] for r in rows}))
-    seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in rows}))
+    seeds = sorted({r["seed"] for r in rows})
+    seeds = f"seed{'s' if len(seeds) > 1 else ''} " + ", ".join(str(s) for s in seeds)
     epochs = [r["epochs"] for r in rows]
     span = f"{min(epochs)}" if min(epochs) == max(epochs) else f"{min(epochs)}-{max(epochs)}"
+    span += " epoch" if max(epochs) == 1 else " epochs"
     cap = max(r["max_epochs"] for r in rows)
     early = sum(r["stopped_early"] for r in rows)
     partial = len(_partial(rows))
@@ -325,8 +327,8 @@ def table1_caption(rows: list[dict], k: int = 100) -> str:
     evaluated = sorted({r["device"] for r in rows})
     images = sorted({r["test_images"] for r in rows})
     return (
-        f"{budgets} budget; seeds {seeds}; {span} epochs of at most {cap:,}, "
-        f"{early} of {len(rows)} runs stopped by the paper's rule"
+        f"{budgets} budget; {seeds}; {span} of at most {cap:,}, "
+        f"{early} of {len(rows)} run{'s' if len(rows) > 1 else ''} stopped by the paper's rule"
         + (f", {partial} partial" if partial else "")
         + f"; trained on {', '.join(trained)}; K = {k} bound on "
         + f"{', '.join(f'{n:,}' for n in images)} test images, evaluated on "
