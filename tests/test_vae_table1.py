@@ -617,8 +617,7 @@ def test_table1_blocks_mark_untrained_and_partial_cells(tmp_path, monkeypatch):
     assert vx.table1_level(blocks) == (
         "So far 2 cells are: the Gaussian VAE on MNIST (seeds 0, 1) reaches -87.50, 0.13 nats "
         "below the slides' -87.37 (the CPU edition: 8.63 below); the NSF on MNIST (seed 2, "
-        "partial) reaches -85.00, 2.05 nats below the slides' -82.95"
-        "."
+        "partial) reaches -85.00, 2.05 nats below the slides' -82.95."
     )
     assert vx.table1_level({"table1": [], "small": blocks["small"]}) == (
         "No cell of the Table-1 block is trained yet."

@@ -11,7 +11,7 @@ import numpy as np
 from .model import (
     POSTERIORS,
 )
-from .tables import TABLE1_BLOCKS, _cell, collect_results
+from .tables import TABLE1_BLOCKS, _cell, _mean_spread, collect_results
 
 __all__ = ["committed_amortization_gaps", "amortization_table", "amortization_summary"]
 
@@ -78,13 +78,7 @@ def amortization_table(
             row = {"models": name, "dataset": ds, "images": first["test_images"]}
             row["steps"] = first["steps"]
             for q in POSTERIORS:
-                cell = cells.get(q, [])
-                means = np.array([r["mean"] for r in cell])
-                if not cell:
-                    row[q] = "not trained yet"
-                else:
-                    spread = means.std(ddof=1) if len(cell) > 1 else cell[0]["stderr"]
-                    row[q] = f"{means.mean():.2f} ± {spread:.2f}"
+                row[q] = _mean_spread(cells[q]) if q in cells else "not trained yet"
             seeds = ", ".join(map(str, sorted({r["seed"] for c in cells.values() for r in c})))
             sizes = {len(cell) for cell in cells.values()}
             if sizes == {1}:

@@ -165,6 +165,11 @@ def _mean_spread(cell: list[dict]) -> str:
     return f"{means.mean():.2f} ± {spread:.2f}"
 
 
+def _seeds_label(seeds) -> str:
+    """``"seed 0"`` or ``"seeds 0, 1, 2"``."""
+    return f"seed{'s' if len(seeds) > 1 else ''} " + ", ".join(str(s) for s in seeds)
+
+
 def table1(rows: list[dict]):
     """Table 1 as a pandas DataFrame: ours (mean over seeds, with the spread over seeds if
     several, else the test-set standard error) next to the slides' values."""
@@ -315,8 +320,7 @@ def table1_caption(rows: list[dict], k: int = 100) -> str:
     if not rows:
         return "not trained yet (no run committed)"
     budgets = ", ".join(sorted({r["budget"] for r in rows}))
-    seeds = sorted({r["seed"] for r in rows})
-    seeds = f"seed{'s' if len(seeds) > 1 else ''} " + ", ".join(str(s) for s in seeds)
+    seeds = _seeds_label(sorted({r["seed"] for r in rows}))
     epochs = [r["epochs"] for r in rows]
     span = f"{min(epochs)}" if min(epochs) == max(epochs) else f"{min(epochs)}-{max(epochs)}"
     span += " epoch" if max(epochs) == 1 else " epochs"
@@ -381,10 +385,7 @@ def table1_level(blocks: Mapping[str, list[dict]]) -> str:
         if not cell:
             continue
         mean = float(np.mean([r["mean"] for r in cell]))
-        seeds = ", ".join(str(r["seed"]) for r in cell)
-        label = f"seed{'s' if len(cell) > 1 else ''} {seeds}" + (
-            ", partial" if _partial(cell) else ""
-        )
+        label = _seeds_label([r["seed"] for r in cell]) + (", partial" if _partial(cell) else "")
         side = "below" if mean < ref else "above"
         small = _cell(blocks.get("small", []), dataset, posterior)
         versus = (
