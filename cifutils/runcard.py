@@ -132,9 +132,11 @@ def record_execution(
     seconds: float,
     read_log: str | os.PathLike | None = None,
     commit: str | None = None,
+    via: str = "make execute",
 ) -> dict[str, Any]:
     """Add (or replace) the entry of ``notebook`` x ``budget`` x this machine's device class
-    in the record file ``record``, and return it.
+    in the record file ``record``, and return it. ``via`` names what executed the notebook
+    (``make execute``, or ``.ci/colab-path``: the install a Colab reader gets).
 
     Raises:
         ValueError: an unknown budget or a negative time (before anything is written).
@@ -154,6 +156,7 @@ def record_execution(
         "machine": device_description(),
         "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "reads": summarize_reads(read_log or os.devnull),
+        "via": via,
     }
     path = Path(record)
     data = load_record(path)
@@ -229,15 +232,21 @@ def card_rst(entries: dict[str, Any]) -> str:
         )
     else:
         gpu_text = "not measured; the times above need no GPU"
-    models = sorted({e["machine"]["cpu"] for e in cpu})
+    models = ", ".join(sorted({e["machine"]["cpu"] for e in cpu}))
+    how = []
+    for where, done in ((f"CPU ({models})", cpu), (gpu_head, gpu)):
+        vias = sorted({e.get("via", "make execute") for e in done})
+        if vias:
+            how.append(f"on the {where} by {' and '.join(f'``{v}``' for v in vias)}")
+    colab = " (the install a Colab reader gets)" if any("colab" in h for h in how) else ""
     book = list(entries.get("book", {}).values())
     reads_label = "Reads (at the ``book`` budget)" if book else "Reads"
     lines += [
         "",
         f"   **GPU:** {gpu_text}. **{reads_label}:** {_reads_text(book or cpu + gpu)}.",
         "",
-        f"   Each time is one ``make execute`` at that budget (``CIFUTILS_BUDGET``); CPU:"
-        f" {', '.join(models)}. Recorded in ``results/execution.json``.",
+        f"   Each time is one execution of the chapter at that budget (``CIFUTILS_BUDGET``):"
+        f" {', '.join(how)}{colab}. Recorded in ``results/execution.json``.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -258,10 +267,15 @@ def main(argv: list[str] | None = None) -> None:
         help="the commit the notebooks ran at (default: this checkout's now; `make execute` "
         "passes the one from before it rewrote the first notebook)",
     )
+    r.add_argument(
+        "--via",
+        default="make execute",
+        help="what executed the notebook, shown on the card (default: make execute)",
+    )
     a = p.parse_args(argv)
     try:
         entry = record_execution(
-            a.record, a.notebook, a.budget, a.seconds, a.read_log, commit=a.commit
+            a.record, a.notebook, a.budget, a.seconds, a.read_log, commit=a.commit, via=a.via
         )
     except (ValueError, FileNotFoundError) as err:
         p.error(str(err))

@@ -279,6 +279,34 @@ def test_study_values_are_what_the_lines_print():
     assert 0 < v["study_eval_gap_se"] < 1
 
 
+def test_committed_study_is_fetched_outside_a_checkout(tmp_path, monkeypatch, served):
+    """On Colab (no results/ folder) the committed estimator study and the run it used come
+    from the repository, as the cells do; a checkout never fetches, and a study the
+    repository lacks gives None (the chapter then computes a live one)."""
+    from cifutils import results
+
+    root, url = served
+    study = {**_study(), "budget": "paper", "provenance": {"device": "cpu"}, "wall_seconds": 60}
+    remote = root / "results" / "mog" / "paper"
+    remote.mkdir(parents=True)
+    (remote / "estimator_cif-nsf_sigma1_seed0.json").write_text(json.dumps(study))
+    (remote / "cif-nsf_sigma1_seed0.json").write_text(json.dumps({"metrics": {"x": 1.5}}))
+    monkeypatch.setenv(results.RAW_ENV, url)
+    monkeypatch.setenv(results.READ_LOG_ENV, str(tmp_path / "reads.jsonl"))
+    checkout = tmp_path / "checkout-results"
+    checkout.mkdir()
+    monkeypatch.setenv("CIFUTILS_RESULTS", str(checkout))
+    assert mog.committed_study(("paper", "book")) is None  # a checkout: local files only
+    monkeypatch.setenv("CIFUTILS_RESULTS", str(tmp_path / "no-checkout"))
+    fetched = mog.committed_study(("paper", "book"))
+    assert fetched is not None and fetched["units"] == study["units"]
+    assert mog_estimators._study_run(fetched) == {"x": 1.5}
+    assert mog.load_cell("cif-nsf", 1.0, 0) == {"metrics": {"x": 1.5}}
+    assert mog.committed_study(("book",)) is None
+    reads = (tmp_path / "reads.jsonl").read_text()
+    assert "results/mog/paper/estimator_cif-nsf_sigma1_seed0.json" in reads
+
+
 def test_estimator_study_resumes_from_its_cache_and_splits_over_workers(tmp_path):
     whole = _study()
     assert len(whole["units"]) == 9 and whole["reps"] == 3

@@ -87,6 +87,9 @@ def test_record_merges_entries(tmp_path):
     assert entries["smoke"][device]["commit"] == "def"
     assert entries["book"][device]["machine"]["cores"] >= 1
     assert entries["book"][device]["reads"] == {"data": [], "results": {}, "weights": []}
+    assert entries["book"][device]["via"] == "make execute"
+    runcard.record_execution(rec, NOTEBOOK, "book", 90.0, commit="abc", via=".ci/colab-path")
+    assert runcard.load_record(rec)[NOTEBOOK.stem]["book"][device]["via"] == ".ci/colab-path"
 
 
 def _entry(seconds, cores=2, gpu=None, reads=None):
@@ -114,6 +117,11 @@ def test_card_reports_the_gpu_speedup():
     entries = {"book": {"cpu": _entry(300), "gpu": _entry(60, gpu="NVIDIA H200")}}
     body = publish_doctree(runcard.card_rst(entries)).astext()
     assert "NVIDIA H200" in body and "60 s" in body and "up to 5.0x faster" in body
+    # each device class says what executed it (entries from before `via` was kept: make execute)
+    assert "CPU (Test CPU) by make execute" in body and "the install a Colab reader" not in body
+    entries["book"]["gpu"]["via"] = ".ci/colab-path"
+    body = " ".join(publish_doctree(runcard.card_rst(entries)).astext().split())
+    assert "NVIDIA H200 by .ci/colab-path (the install a Colab reader gets)" in body
     entries["book"]["gpu"]["seconds"] = 290
     assert "no faster than a CPU" in publish_doctree(runcard.card_rst(entries)).astext()
 

@@ -357,28 +357,6 @@ def test_pretrained_models_load_what_is_committed_and_table_says_what_is_not(tmp
         vx.pretrained_models("mnist", 0, budget="smoke", folder=out)
 
 
-@pytest.fixture
-def served(tmp_path):
-    """A folder served over HTTP on localhost, standing in for the repository's raw files."""
-    import functools
-    import http.server
-    import threading
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):  # no request log on stderr
-            pass
-
-    root = tmp_path / "repository"
-    root.mkdir()
-    handler = functools.partial(Quiet, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
 def test_pretrained_models_outside_a_checkout_are_fetched_and_checked(
     tmp_path, monkeypatch, served
 ):

@@ -18,7 +18,7 @@ from torch import Tensor
 from cifutils.families import VariationalFlow
 from cifutils.fast import accelerate
 from cifutils.objectives import logmeanexp
-from cifutils.results import load_result
+from cifutils.results import load_result, results_dir
 from cifutils.targets import GaussianMixture
 
 __all__ = ["estimator_study", "committed_study", "study_note", "study_lines", "study_values"]
@@ -227,9 +227,12 @@ def committed_study(
     sources: Sequence[str], name: str = "estimator_cif-nsf_sigma1_seed0"
 ) -> dict[str, Any] | None:
     """The committed study ``results/mog/<source>/<name>.json`` of the first of ``sources``
-    that has one (written by ``python -m cifutils.experiments mog --estimator``), or None."""
+    that has one (written by ``python -m cifutils.experiments mog --estimator``), or None.
+    Outside a checkout (on Colab) the repository's committed copy is fetched, as for the
+    cells (:func:`~cifutils.experiments.mog.training.committed_results`)."""
+    fetch = not results_dir().is_dir()
     for source in sources:
-        study = load_result(f"mog/{source}/{name}.json", fetch=False)
+        study = load_result(f"mog/{source}/{name}.json", fetch=fetch)
         if study is not None:
             return study
     return None
@@ -255,7 +258,8 @@ def _study_run(study: dict[str, Any]) -> dict[str, Any] | None:
     evaluated it (None for a live study, or when its file is absent)."""
     if "provenance" not in study:
         return None
-    cell = load_result(f"mog/{study['budget']}/cif-nsf_sigma1_seed0.json", fetch=False)
+    path = f"mog/{study['budget']}/cif-nsf_sigma1_seed0.json"
+    cell = load_result(path, fetch=not results_dir().is_dir())
     return None if cell is None else cell["metrics"]
 
 

@@ -171,10 +171,12 @@ def run_cell(
 def load_cell(
     model: str, sigma0: float, seed: int, budgets: Sequence[str] = ("paper", "book")
 ) -> dict[str, Any] | None:
-    """The committed result of a cell from the first budget in ``budgets`` that has one."""
+    """The committed result of a cell from the first budget in ``budgets`` that has one
+    (fetched from the repository outside a checkout, as :func:`committed_results` does)."""
 
+    fetch = not results_dir().is_dir()
     for b in budgets:
-        res = load_result(result_path(b, model, sigma0, seed), fetch=False)
+        res = load_result(result_path(b, model, sigma0, seed), fetch=fetch)
         if res is not None:
             return res
     return None
