@@ -240,10 +240,11 @@ def card_rst(entries: dict[str, Any]) -> str:
             how.append(f"on the {where} by {' and '.join(f'``{v}``' for v in vias)}")
     colab = " (the install a Colab reader gets)" if any("colab" in h for h in how) else ""
     book = list(entries.get("book", {}).values())
-    reads_label = "Reads (at the ``book`` budget)" if book else "Reads"
+    # RST cannot nest a literal in bold: the budget goes after the bold label
+    reads_label = "**Reads** (at the ``book`` budget):" if book else "**Reads:**"
     lines += [
         "",
-        f"   **GPU:** {gpu_text}. **{reads_label}:** {_reads_text(book or cpu + gpu)}.",
+        f"   **GPU:** {gpu_text}. {reads_label} {_reads_text(book or cpu + gpu)}.",
         "",
         f"   Each time is one execution of the chapter at that budget (``CIFUTILS_BUDGET``):"
         f" {', '.join(how)}{colab}. Recorded in ``results/execution.json``.",

@@ -111,6 +111,8 @@ def test_card_lists_every_budget_and_says_what_is_missing():
     assert body.count("not measured") == 5  # paper on the CPU, and all three on a GPU
     assert "MNIST" in body and "18 files in results/vae/" in body and "1 file(s)" in body
     assert "Test CPU" in body
+    assert "Reads (at the book budget):" in " ".join(body.split())  # no stray backquotes
+    assert "``" not in body
 
 
 def test_card_reports_the_gpu_speedup():
