@@ -7,11 +7,18 @@
 #
 # COMMIT is the checkout's commit (the copy sent to the GPU machine has no .git); it goes into
 # the summary's provenance. The machine has no nflows and no data: the script takes the data
-# from $CIFUTILS_DATA, else .devcarry/data, else _build/keep/data (ignored, so it stays on the
-# machine between two calls: an earlier call of the same session can leave it there with
-# `mkdir -p _build/keep && cp -r .devcarry/data .whl/nflows-*.whl _build/keep/`), and nflows
-# from a wheel in .whl/ or _build/keep/. The tree that travels is limited to 64 MiB: the
-# carried checkpoints (about 50 MB) leave no room for .whl and .devcarry in the same call.
+# from $CIFUTILS_DATA, else .devcarry/data, else _build/keep/data, and nflows from a wheel in
+# .devcarry/, .whl/ or _build/keep/ (_build is ignored, so what an earlier call of the same
+# session copies there stays on the machine for the next call).
+#
+# The tree that travels is limited to 64 MiB and the carried checkpoints are about 50 MB, so
+# prepare here (MNIST 12 MB; the training needs neither results/ nor the notebooks or book/):
+#     bash benchmarks/gpu_wheels.sh && mkdir -p .devcarry/data && cp .whl/nflows-*.whl .devcarry/
+#     cp -r "$CIFUTILS_DATA"/mnist .devcarry/data/ && git rev-parse HEAD > .devcarry/commit
+#     mkdir ../aside && mv results notebooks book ../aside/      # about 11 MB that need not go
+# then one call of the device tool with carry [".devcarry"] and timeout_s 600:
+#     bash benchmarks/gpu_table1_resume.sh 8.5 $(cat .devcarry/commit)
+# and afterwards `mv ../aside/* . && rmdir ../aside`.
 #
 # Back in $OUT (at most 8 files of 16 MiB): train.log, summary.json (vae-many's per-run record:
 # epochs, best validation ELBO, per-epoch history and seconds), SHA256SUMS, and each run's
@@ -28,7 +35,7 @@ for d in "${CIFUTILS_DATA:-}" .devcarry/data _build/keep/data; do
 done
 [ -d "${CIFUTILS_DATA:-/nonexistent}/mnist" ] || { echo "no MNIST data found" >&2; exit 2; }
 if ! python3 -c "import nflows" 2>/dev/null; then
-    wheel=$(ls .whl/nflows-*.whl _build/keep/nflows-*.whl 2>/dev/null | head -n 1)
+    wheel=$(ls .devcarry/nflows-*.whl .whl/nflows-*.whl _build/keep/nflows-*.whl 2>/dev/null | head -n 1)
     [ -n "$wheel" ] || { echo "no nflows and no nflows wheel" >&2; exit 2; }
     python3 -m pip install -q --no-index --no-deps --target /tmp/site "$wheel" || exit 2
 fi
@@ -37,7 +44,7 @@ nvidia-smi 2>/dev/null --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch; print('torch', torch.__version__)"
 
 # The carried runs, each named by its folder; vae-many resumes the runs it is given.
-mkdir -p runs/vae
+mkdir -p runs/vae _build
 ARGS=()
 for ck in runs-carry/vae/*/checkpoint.pt; do
     name=$(basename "$(dirname "$ck")")
