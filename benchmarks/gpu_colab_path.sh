@@ -7,16 +7,18 @@
 #     bash benchmarks/gpu_wheels.sh                      # .whl/: kernel, nbconvert, nflows
 #     mkdir -p .devcarry/data && cp -r "$CIFUTILS_DATA"/mnist .devcarry/data/
 #     git rev-parse HEAD > .devcarry/commit               # the machine's copy has no .git
-#     mv runs-carry ../runs-carry.aside                   # 40 MB of checkpoints need not travel
-# then two calls of the device tool, the second at once (an idle machine goes back within
-# seconds), each with carry [".whl", ".devcarry"] and timeout_s 600:
-#     bash benchmarks/gpu_colab_path.sh start [BUDGET]    # default book; runs in the background
+#     mv runs-carry ../runs-carry.aside                   # 50 MB of checkpoints need not travel
+# then one call of the device tool with carry [".whl", ".devcarry"] and timeout_s 600 (and,
+# if the chapters are not done by then, a second at once: an idle machine goes back within
+# seconds):
+#     bash benchmarks/gpu_colab_path.sh start [BUDGET [NOTEBOOK...]]  # default: book, all
 #     bash benchmarks/gpu_colab_path.sh wait              # until done, at most 560 s
 # and afterwards `mv ../runs-carry.aside runs-carry`. On an H200 (2026-12-04, at 2217ea2) the
-# six chapters at `book` took 417 s and the whole `start` call 481 s, so `wait` was not needed. Back in $OUT: times.tsv, the record
-# (execution.json: copy it over results/execution.json to put the GPU times in the run
-# cards), run.log, and the executed notebooks (notebooks.tgz, for a look, not to commit: the
-# book shows the CPU `book` run).
+# six chapters at `book` took 417 s and the whole `start` call 481 s. Back in $OUT: times.tsv,
+# the record (execution.json: copy it over results/execution.json to put the GPU times in the
+# run cards; with NOTEBOOK arguments it holds the other chapters' entries unchanged),
+# run.log, and the executed notebooks (notebooks.tgz, for a look, not to commit: the book
+# shows the CPU `book` run).
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -50,7 +52,7 @@ start)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     rm -rf $L && mkdir -p $L
     cp results/execution.json $L/execution.json
-    setsid nohup .ci/colab-path "${2:-book}" > $L/run.log 2>&1 < /dev/null &
+    setsid nohup .ci/colab-path "${2:-book}" "${@:3}" > $L/run.log 2>&1 < /dev/null &
     monitor 560
     pack
     ;;
@@ -59,7 +61,7 @@ wait)
     pack
     ;;
 *)
-    echo "usage: $0 start [BUDGET] | wait" >&2
+    echo "usage: $0 start [BUDGET [NOTEBOOK...]] | wait" >&2
     exit 2
     ;;
 esac
