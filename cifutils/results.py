@@ -38,6 +38,7 @@ __all__ = [
     "download",
     "fetch_committed",
     "results_dir",
+    "outside_checkout",
     "git_commit",
     "provenance",
     "write_json",
@@ -145,15 +146,22 @@ def note_read(kind: str, path: str | os.PathLike) -> None:
         fh.write(json.dumps({"kind": kind, "path": str(path)}) + "\n")
 
 
-def load_result(relative: str, fetch: bool = True) -> Any | None:
+def outside_checkout() -> bool:
+    """True when there is no :func:`results_dir` (a notebook on Colab, an installed
+    package): the loaders then fetch the committed files from the repository."""
+    return not results_dir().is_dir()
+
+
+def load_result(relative: str, fetch: bool | None = None) -> Any | None:
     """Load ``results/<relative>`` (a JSON file) from this checkout; when it is absent and
-    ``fetch`` is True, try the committed copy in the repository. Returns None when neither
-    exists (the notebooks then say so instead of showing numbers)."""
+    ``fetch`` is True, try the committed copy in the repository. ``fetch=None`` (the
+    default) fetches only :func:`outside_checkout`. Returns None when neither exists (the
+    notebooks then say so instead of showing numbers)."""
     local = results_dir() / relative
     if local.exists():
         note_read("results", local)
         return json.loads(local.read_text())
-    if not fetch:
+    if not (outside_checkout() if fetch is None else fetch):
         return None
     try:
         with urllib.request.urlopen(f"{repository_raw()}/results/{relative}", timeout=10) as resp:

@@ -13,7 +13,6 @@ import torch
 
 from cifutils.experiments import mog
 from cifutils.experiments.mog import estimators as mog_estimators
-from cifutils.experiments.mog import training as mog_training
 from cifutils.targets import get_target
 
 
@@ -464,7 +463,6 @@ def test_committed_results_loads_without_training(tmp_path, monkeypatch):
     from cifutils import results as results_mod
 
     monkeypatch.setattr(results_mod, "results_dir", lambda: tmp_path)
-    monkeypatch.setattr(mog_training, "results_dir", lambda: tmp_path)
     assert mog.committed_results("book") == {}
     path = tmp_path / mog.result_path("book", "nsf", 10.0, 2)
     path.parent.mkdir(parents=True)

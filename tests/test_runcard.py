@@ -36,6 +36,28 @@ def test_loaders_note_what_they_read(monkeypatch, tmp_path):
     assert lines == [{"kind": "results", "path": str(tmp_path / "results" / "mog" / "a.json")}]
 
 
+def test_load_result_fetches_by_default_only_outside_a_checkout(monkeypatch, tmp_path, served):
+    """``fetch=None``: a checkout (a results folder) reads its own files only; without one
+    (Colab) the repository's copy is read; ``fetch`` True or False overrides either way."""
+    from cifutils import results
+
+    root, url = served
+    (root / "results" / "mog").mkdir(parents=True)
+    (root / "results" / "mog" / "r.json").write_text('{"remote": true}')
+    monkeypatch.setenv(results.RAW_ENV, url)
+    checkout = tmp_path / "results"
+    checkout.mkdir()
+    monkeypatch.setenv("CIFUTILS_RESULTS", str(checkout))
+    assert not results.outside_checkout()
+    assert load_result("mog/r.json") is None
+    assert load_result("mog/r.json", fetch=True) == {"remote": True}
+    monkeypatch.setenv("CIFUTILS_RESULTS", str(tmp_path / "absent"))
+    assert results.outside_checkout()
+    assert load_result("mog/r.json") == {"remote": True}
+    assert load_result("mog/r.json", fetch=False) is None
+    assert load_result("mog/other.json") is None  # not served: None, no error
+
+
 def test_summary_groups_and_dedupes(tmp_path):
     log = tmp_path / "reads"
     rows = [

@@ -18,7 +18,7 @@ from torch import Tensor
 from cifutils.families import VariationalFlow
 from cifutils.fast import accelerate
 from cifutils.objectives import logmeanexp
-from cifutils.results import load_result, results_dir
+from cifutils.results import load_result
 from cifutils.targets import GaussianMixture
 
 __all__ = ["estimator_study", "committed_study", "study_note", "study_lines", "study_values"]
@@ -230,9 +230,8 @@ def committed_study(
     that has one (written by ``python -m cifutils.experiments mog --estimator``), or None.
     Outside a checkout (on Colab) the repository's committed copy is fetched, as for the
     cells (:func:`~cifutils.experiments.mog.training.committed_results`)."""
-    fetch = not results_dir().is_dir()
     for source in sources:
-        study = load_result(f"mog/{source}/{name}.json", fetch=fetch)
+        study = load_result(f"mog/{source}/{name}.json")
         if study is not None:
             return study
     return None
@@ -259,7 +258,7 @@ def _study_run(study: dict[str, Any]) -> dict[str, Any] | None:
     if "provenance" not in study:
         return None
     path = f"mog/{study['budget']}/cif-nsf_sigma1_seed0.json"
-    cell = load_result(path, fetch=not results_dir().is_dir())
+    cell = load_result(path)
     return None if cell is None else cell["metrics"]
 
 

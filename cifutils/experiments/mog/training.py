@@ -18,7 +18,7 @@ from torch import Tensor
 from cifutils.budgets import get_budget
 from cifutils.families import VariationalFlow
 from cifutils.flows import num_parameters
-from cifutils.results import load_result, provenance, results_dir
+from cifutils.results import load_result, provenance
 from cifutils.targets import get_target
 from cifutils.training import (
     History,
@@ -174,9 +174,8 @@ def load_cell(
     """The committed result of a cell from the first budget in ``budgets`` that has one
     (fetched from the repository outside a checkout, as :func:`committed_results` does)."""
 
-    fetch = not results_dir().is_dir()
     for b in budgets:
-        res = load_result(result_path(b, model, sigma0, seed), fetch=fetch)
+        res = load_result(result_path(b, model, sigma0, seed))
         if res is not None:
             return res
     return None
@@ -194,8 +193,6 @@ def committed_results(
     simply absent. ``fetch`` (default: only outside a checkout, e.g. on Colab) also tries
     the repository."""
 
-    if fetch is None:
-        fetch = not results_dir().is_dir()
     seeds = range(get_budget(source).mog_seeds) if seeds is None else seeds
     found = {}
     for seed in seeds:

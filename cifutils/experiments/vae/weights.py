@@ -100,7 +100,11 @@ def _run_record(
         if record is not None:
             note_read("results", result)
         return record, str(result), local
-    return load_result(f"vae/{name}.json"), f"{repository_raw()}/results/vae/{name}.json", None
+    return (
+        load_result(f"vae/{name}.json", fetch=True),
+        f"{repository_raw()}/results/vae/{name}.json",
+        None,
+    )
 
 
 def load_weights(
