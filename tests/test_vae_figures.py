@@ -94,6 +94,24 @@ def test_training_history_draws_both_curves_of_every_run():
     assert len(fig.axes) == 1
 
 
+def test_training_history_of_paper_length_runs_has_plain_lines_and_few_ticks():
+    """A run of the paper budget (189 epochs here) draws lines without markers and about ten
+    integer ticks, not one per epoch."""
+    n = 189
+    history = {
+        "val_elbo": list(-np.linspace(120, 94, n)),
+        "train_elbo": list(-np.linspace(125, 92, n)),
+    }
+    ax = figures.plot_training_history({"gaussian": {"epoch": n, "history": history}})
+    val, train = ax.lines
+    assert list(val.get_xdata()) == list(range(1, n + 1))
+    assert val.get_marker() in ("None", None, "") and train.get_marker() in ("None", None, "")
+    assert val.get_linestyle() == "-" and train.get_linestyle() == "--"
+    ticks = [t for t in ax.get_xticks() if 1 <= t <= n]
+    assert 3 <= len(ticks) <= 12 and all(float(t).is_integer() for t in ticks)
+    plt.close(ax.figure)
+
+
 def test_reconstructions_show_images_reconstructions_and_seeded_samples(models, images):
     fig = figures.plot_reconstructions(models, images, seed=3, ncols=2)
     axes = fig.axes

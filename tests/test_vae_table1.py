@@ -357,6 +357,38 @@ def test_pretrained_models_load_what_is_committed_and_table_says_what_is_not(tmp
         vx.pretrained_models("mnist", 0, budget="smoke", folder=out)
 
 
+def test_committed_runs_stand_in_for_training_only_when_all_are_finished(tmp_path, monkeypatch):
+    """Chapter 6 at the paper budget: the finished runs with weights come back as (model,
+    training record, test metrics) read from their results; one run missing, unfinished or
+    without weights gives None (the chapter then trains)."""
+    monkeypatch.setattr(vae_cli, "load_binarized", lambda *a, **k: _fake_splits(100))
+    out = tmp_path / "out"
+    common = ["--arch", "table1", "--budget", "smoke", "--runs-dir", str(tmp_path / "runs")]
+    common += ["--out-dir", str(out), "--test-k", "2", "--test-limit", "4"]
+    cfgs = [vx.VAEConfig("mnist", q, 0, "smoke", arch="table1") for q in ("gaussian", "nsf")]
+    assert vx.main(["--posterior", "nsf", "--save-weights", *common]) == 0
+    assert vx.committed_runs(cfgs, folder=out) is None  # no Gaussian result
+    assert vx.main(["--posterior", "gaussian", *common]) == 0  # no --save-weights
+    assert vx.committed_runs(cfgs, folder=out) is None
+    assert vx.main(["--posterior", "gaussian", "--save-weights", "--epochs", "0", *common]) == 0
+    runs = vx.committed_runs(cfgs, folder=out)
+    assert list(runs) == [c.name for c in cfgs]
+    for cfg in cfgs:
+        vae, state, metrics = runs[cfg.name]
+        rec = json.loads((out / f"{cfg.name}.json").read_text())
+        assert not vae.training and vae.latent == 32 and metrics == rec["metrics"]
+        assert (state["epoch"], state["best_epoch"]) == (rec["epochs_run"], rec["best_epoch"])
+        assert state["best_val"] == rec["best_val_elbo"] and state["history"] == rec["history"]
+        reference = load_weights("mnist", cfg.posterior, 0, "table1", budget="smoke", folder=out)
+        for key, value in reference.state_dict().items():
+            assert torch.equal(vae.state_dict()[key], value)
+    assert vx.training_lines({"nsf": runs[cfgs[1].name][1]}, 100)[0].startswith("nsf       1 ")
+    path = out / cfgs[0].name
+    rec = json.loads(path.with_suffix(".json").read_text())
+    path.with_suffix(".json").write_text(json.dumps({**rec, "complete": False}))
+    assert vx.committed_runs(cfgs, folder=out) is None  # a partial run is not a finished one
+
+
 def test_pretrained_models_outside_a_checkout_are_fetched_and_checked(
     tmp_path, monkeypatch, served
 ):

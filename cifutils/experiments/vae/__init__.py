@@ -81,7 +81,7 @@ from .tables import (
     training_lines,
 )
 from .training import end_epoch, load_run, new_state, save_run, train, training_loss
-from .weights import load_weights, pretrained_models, pretrained_table
+from .weights import committed_runs, load_weights, pretrained_models, pretrained_table
 
 __all__ = [
     "POSTERIORS",
@@ -131,6 +131,7 @@ __all__ = [
     "amortization_table",
     "amortization_summary",
     "load_weights",
+    "committed_runs",
     "pretrained_models",
     "pretrained_table",
     "run",

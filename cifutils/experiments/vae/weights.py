@@ -15,7 +15,9 @@ float32 weights).
 
 :func:`pretrained_models` loads the committed ones of a dataset and seed (skipping the runs that
 have not finished yet) and :func:`pretrained_table` evaluates them on a few test images, so
-chapter 6 can show the trained Table-1 models in seconds.
+chapter 6 can show the trained Table-1 models in seconds; :func:`committed_runs` gives chapter
+6 at the ``paper`` budget the finished runs themselves (models, training records and test
+metrics) instead of training them again.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "save_weights",
     "load_weights",
     "pretrained_models",
+    "committed_runs",
     "pretrained_table",
 ]
 
@@ -187,6 +190,39 @@ def pretrained_models(
         if record is not None and "weights" in record:
             models[kind] = _load_recorded(record, result, local)
     return models
+
+
+def committed_runs(
+    cfgs: Iterable[VAEConfig], device: torch.device | str = "cpu", folder: str | Path | None = None
+) -> dict[str, tuple[VAE, dict, dict]] | None:
+    """The committed, finished runs of ``cfgs`` as ``{name: (VAE, state, metrics)}``, or None
+    unless every one of them has a result that finished training (``complete``) and saved its
+    weights: then the runs are to be trained (or resumed) instead.
+
+    Each VAE is loaded by :func:`load_weights` (float16 weights back in float32, on
+    ``device``, in evaluation mode); ``state`` holds what
+    :func:`~cifutils.experiments.vae.training.train` returns about a run, read from the
+    result: ``epoch``, ``seconds``, ``best_val``, ``best_epoch``, ``done``, ``devices`` and
+    ``history``; ``metrics`` are the test metrics the result records (evaluated with the
+    float32 weights)."""
+    runs = {}
+    for cfg in cfgs:
+        record, result, local = _run_record(
+            cfg.dataset, cfg.posterior, cfg.seed, cfg.arch, cfg.budget, folder
+        )
+        if record is None or not record.get("complete") or "weights" not in record:
+            return None
+        state = {
+            "epoch": record["epochs_run"],
+            "seconds": record["train_seconds"],
+            "best_val": record["best_val_elbo"],
+            "best_epoch": record["best_epoch"],
+            "done": True,
+            "devices": record.get("train_devices", []),
+            "history": record["history"],
+        }
+        runs[cfg.name] = (_load_recorded(record, result, local, device), state, record["metrics"])
+    return runs
 
 
 def pretrained_table(
