@@ -79,6 +79,7 @@ def test_training_history_draws_both_curves_of_every_run():
     assert list(val.get_ydata()) == states["nsf"]["history"]["val_elbo"]
     assert list(train.get_ydata()) == states["nsf"]["history"]["train_elbo"]
     assert val.get_linestyle() == "-" and val.get_marker() == "o"
+    assert val.get_color() == train.get_color() != ax.lines[0].get_color()  # a colour per run
     assert train.get_linestyle() == "--" and train.get_marker() == "x"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == [

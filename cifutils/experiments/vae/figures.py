@@ -71,9 +71,10 @@ def plot_training_history(states: Mapping[str, dict], ax=None):
         ax: the axes to draw on; a new 5 x 3.2 inch figure when None.
 
     Returns:
-        The axes: validation ELBO as solid lines, training ELBO dashed, labelled axes and a
-        legend. Runs of up to 30 epochs mark each epoch (dots, crosses) and tick every
-        epoch; longer ones (the ``paper`` budget's) draw plain lines with integer ticks.
+        The axes: validation ELBO as solid lines, training ELBO dashed in the same colour,
+        labelled axes and a legend. Runs of up to 30 epochs mark each epoch (dots, crosses)
+        and tick every epoch; longer ones (the ``paper`` budget's) draw plain lines with
+        integer ticks.
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.2))
@@ -82,8 +83,15 @@ def plot_training_history(states: Mapping[str, dict], ax=None):
     for kind, st in states.items():
         epochs = np.arange(1, st["epoch"] + 1)
         val, train = ("o-", "x--") if short else ("-", "--")
-        ax.plot(epochs, st["history"]["val_elbo"], val, label=f"{kind} (validation)")
-        ax.plot(epochs, st["history"]["train_elbo"], train, alpha=0.5, label=f"{kind} (training)")
+        (line,) = ax.plot(epochs, st["history"]["val_elbo"], val, label=f"{kind} (validation)")
+        ax.plot(
+            epochs,
+            st["history"]["train_elbo"],
+            train,
+            color=line.get_color(),  # one colour per run
+            alpha=0.5,
+            label=f"{kind} (training)",
+        )
     if short:
         ax.set_xticks(np.arange(1, longest + 1))
     else:
