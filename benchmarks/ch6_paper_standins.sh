@@ -22,11 +22,12 @@ mkdir -p "$WORK"
 cp -r "$ROOT/results" "$WORK/results"
 for q in gaussian nsf cif-nsf; do
     name=mnist-$q-table1-seed0-paper
-    if "$PY" - "$WORK/results/vae/$name.json" <<'EOF'; then continue; fi
-import json, sys, pathlib
-p = pathlib.Path(sys.argv[1])
-r = json.loads(p.read_text()) if p.exists() else {}
-sys.exit(0 if r.get("complete") and "weights" in r else 1)
+    # committed and finished, with weights: the chapter's own rule (vx.committed_runs)
+    if "$PY" - "$q" "$WORK/results/vae" <<'EOF'; then continue; fi
+import sys
+from cifutils.experiments import vae as vx
+cfg = vx.VAEConfig("mnist", sys.argv[1], 0, "paper", arch="table1")
+sys.exit(vx.committed_runs([cfg], folder=sys.argv[2]) is None)
 EOF
     echo "stand-in for $name (1 epoch)"
     "$PY" -m cifutils.experiments vae --dataset mnist --posterior "$q" --seed 0 \
